@@ -1,0 +1,383 @@
+// Package cgroups turns limits into OCI resources and owns vial's
+// per-sandbox accounting cgroups on cgroup v1 and v2.
+//
+// Layout: every sandbox gets a group <Parent>/<id> created by vial, and the
+// OCI runtime puts the container one level below it, at <Parent>/<id>/c
+// (the bundle's cgroupsPath). The runtime enforces the limits on that leaf
+// and removes it when the container ends; the vial-owned group above it
+// outlives the container, so its counters — peak memory, CPU time, OOM
+// events, which the kernel keeps hierarchically — can still be read after
+// a foreground `runc run` has returned. That is what lets vial run a
+// sandbox with a single runtime invocation and still report usage.
+package cgroups
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	cgroupsv3 "github.com/containerd/cgroups/v3"
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"github.com/containerd/cgroups/v3/cgroup2"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+)
+
+// Parent is the cgroup under which every vial sandbox lives.
+const Parent = "/vial"
+
+// Leaf is the name of the runtime-managed cgroup inside a sandbox's group.
+const Leaf = "c"
+
+// cpuPeriod is the CFS period used for CPU quotas (the kernel default).
+const cpuPeriod = 100_000
+
+// Limits are the resource limits of one sandbox. Zero means "no limit".
+type Limits struct {
+	MemoryBytes int64
+	CPUs        float64
+	Pids        int64
+}
+
+// Resources converts l into OCI resources for the container's cgroup:
+// memory with memory+swap equal (so a sandbox cannot swap its way past
+// its limit), a CFS quota of CPUs*period, and a pids limit.
+func Resources(l Limits) *specs.LinuxResources {
+	r := &specs.LinuxResources{}
+	if l.MemoryBytes > 0 {
+		m := l.MemoryBytes
+		swap := l.MemoryBytes
+		r.Memory = &specs.LinuxMemory{Limit: &m, Swap: &swap}
+	}
+	if l.CPUs > 0 {
+		quota := int64(math.Round(l.CPUs * cpuPeriod))
+		period := uint64(cpuPeriod)
+		r.CPU = &specs.LinuxCPU{Quota: &quota, Period: &period}
+	}
+	if l.Pids > 0 {
+		pids := l.Pids
+		r.Pids = &specs.LinuxPids{Limit: &pids}
+	}
+	return r
+}
+
+// LeafPath is the cgroupsPath to put in a sandbox's bundle.
+func LeafPath(id string) string { return Parent + "/" + id + "/" + Leaf }
+
+// Stats is a sandbox's resource use read from its group.
+type Stats struct {
+	PeakMemory uint64 // bytes; the high-water mark of the whole group
+	Memory     uint64 // bytes in use now
+	CPU        time.Duration
+	// OOMKills counts OOM kills where the kernel reports them
+	// hierarchically (cgroup v2's memory.events). On v1 the count lives in
+	// the runtime's leaf, which is gone after the container ends: see
+	// Group.OOMKilled.
+	OOMKills uint64
+	Pids     uint64
+}
+
+// Group is one sandbox's vial-owned cgroup. Safe for concurrent reads.
+type Group struct {
+	id string
+	v1 cgroup1.Cgroup
+	v2 *cgroup2.Manager
+}
+
+// Unified reports whether the host runs cgroup v2 only.
+func Unified() bool { return cgroupsv3.Mode() == cgroupsv3.Unified }
+
+// Mode describes the host's cgroup layout for humans ("v1", "v1 hybrid", "v2").
+func Mode() string {
+	switch cgroupsv3.Mode() {
+	case cgroupsv3.Legacy:
+		return "v1"
+	case cgroupsv3.Hybrid:
+		return "v1 hybrid (cgroup2 mounted without controllers)"
+	case cgroupsv3.Unified:
+		return "v2"
+	}
+	return "unavailable"
+}
+
+// ErrUnavailable reports that cgroups cannot be used on this host.
+var ErrUnavailable = errors.New("cgroups unavailable")
+
+// Create makes the group for sandbox id. It carries the pids and CPU limits
+// as a second line of defence (a runtime that ignored them still cannot
+// let the sandbox exceed them) but no memory limit: the memory limit sits
+// on the leaf, so that the kernel's OOM killer acts there and vial can read
+// the group's high-water mark to tell an OOM kill.
+func Create(id string, l Limits) (*Group, error) {
+	path := Parent + "/" + id
+	res := Resources(Limits{CPUs: l.CPUs, Pids: l.Pids})
+	switch cgroupsv3.Mode() {
+	case cgroupsv3.Unified:
+		m, err := cgroup2.NewManager("/sys/fs/cgroup", path, cgroup2.ToResources(res))
+		if err != nil {
+			return nil, fmt.Errorf("creating cgroup %s: %w", path, err)
+		}
+		// Controllers must be on in the group's subtree for the runtime's
+		// leaf to be limited.
+		if err := m.ToggleControllers([]string{"memory", "pids", "cpu"}, cgroup2.Enable); err != nil {
+			m.Delete()
+			return nil, fmt.Errorf("enabling controllers in %s: %w", path, err)
+		}
+		return &Group{id: id, v2: m}, nil
+	case cgroupsv3.Legacy, cgroupsv3.Hybrid:
+		cg, err := cgroup1.New(cgroup1.StaticPath(path), res)
+		if err != nil {
+			return nil, fmt.Errorf("creating cgroup %s: %w", path, err)
+		}
+		return &Group{id: id, v1: cg}, nil
+	}
+	return nil, ErrUnavailable
+}
+
+// Load opens the existing group of sandbox id (for gc and recovery).
+func Load(id string) (*Group, error) {
+	path := Parent + "/" + id
+	if Unified() {
+		m, err := cgroup2.Load(path)
+		if err != nil {
+			return nil, err
+		}
+		return &Group{id: id, v2: m}, nil
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath(path))
+	if err != nil {
+		return nil, err
+	}
+	return &Group{id: id, v1: cg}, nil
+}
+
+// Stats reads the group's counters.
+func (g *Group) Stats() (Stats, error) {
+	var s Stats
+	if g.v2 != nil {
+		m, err := g.v2.Stat()
+		if err != nil {
+			return s, fmt.Errorf("reading cgroup stats: %w", err)
+		}
+		if m.Memory != nil {
+			s.PeakMemory, s.Memory = m.Memory.MaxUsage, m.Memory.Usage
+		}
+		if m.MemoryEvents != nil {
+			s.OOMKills = m.MemoryEvents.OomKill
+		}
+		if m.CPU != nil {
+			s.CPU = time.Duration(m.CPU.UsageUsec) * time.Microsecond
+		}
+		if m.Pids != nil {
+			s.Pids = m.Pids.Current
+		}
+		return s, nil
+	}
+	m, err := g.v1.Stat(cgroup1.IgnoreNotExist)
+	if err != nil {
+		return s, fmt.Errorf("reading cgroup stats: %w", err)
+	}
+	if m.Memory != nil && m.Memory.Usage != nil {
+		s.PeakMemory, s.Memory = m.Memory.Usage.Max, m.Memory.Usage.Usage
+	}
+	if m.MemoryOomControl != nil {
+		s.OOMKills = m.MemoryOomControl.OomKill
+	}
+	if m.CPU != nil && m.CPU.Usage != nil {
+		s.CPU = time.Duration(m.CPU.Usage.Total)
+	}
+	if m.Pids != nil {
+		s.Pids = m.Pids.Current
+	}
+	return s, nil
+}
+
+// OOMKilled decides whether a sandbox whose program died abnormally was
+// killed for memory. On v2 the kernel counts OOM kills hierarchically, so
+// the group knows exactly. On v1 the count is kept only in the leaf the
+// runtime has already removed, so vial infers it: the group's high-water
+// mark reached the limit (within the kernel's charge batch and a margin).
+func OOMKilled(s Stats, limit int64) bool {
+	if s.OOMKills > 0 {
+		return true
+	}
+	if Unified() || limit <= 0 {
+		return false
+	}
+	slack := uint64(limit / 64)
+	if slack < 1<<20 {
+		slack = 1 << 20
+	}
+	return s.PeakMemory+slack >= uint64(limit)
+}
+
+// Kill sends SIGKILL to every process in the group and its leaf, and
+// repeats until none is left or the deadline passes. Used by gc for
+// sandboxes whose runtime state is lost.
+func (g *Group) Kill(timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		pids, err := g.pids()
+		if err != nil {
+			return err
+		}
+		if len(pids) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cgroup %s still has %d processes", g.id, len(pids))
+		}
+		for _, p := range pids {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (g *Group) pids() ([]int, error) {
+	var out []int
+	if g.v2 != nil {
+		ps, err := g.v2.Procs(true)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+		for _, p := range ps {
+			out = append(out, int(p))
+		}
+		return out, nil
+	}
+	ps, err := g.v1.Processes(cgroup1.Pids, true)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		// Without a pids hierarchy fall back to memory.
+		ps, err = g.v1.Processes(cgroup1.Memory, true)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, err
+		}
+	}
+	for _, p := range ps {
+		out = append(out, p.Pid)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// Delete removes the group and anything the runtime left inside it, in
+// every hierarchy (on v1 the runtime creates the group's directory in
+// hierarchies vial did not, e.g. devices and freezer).
+func (g *Group) Delete() error { return Remove(g.id) }
+
+// Remove deletes the directories of sandbox id's group in every hierarchy,
+// deepest first. Missing directories are not an error; a directory that
+// still holds processes is.
+func Remove(id string) error {
+	var errs []error
+	for _, dir := range groupDirs(id) {
+		if err := removeTree(dir); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeTree rmdirs dir's subdirectories bottom-up, then dir. cgroupfs
+// directories are removed with rmdir, never unlink of their files.
+func removeTree(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	for _, e := range ents {
+		if e.IsDir() {
+			if err := removeTree(filepath.Join(dir, e.Name())); err != nil {
+				return err
+			}
+		}
+	}
+	var err2 error
+	for i := 0; i < 50; i++ {
+		err2 = syscall.Rmdir(dir)
+		if err2 == nil || errors.Is(err2, os.ErrNotExist) {
+			return nil
+		}
+		if !errors.Is(err2, syscall.EBUSY) {
+			break
+		}
+		// The last task of a killed container may take a moment to leave.
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("removing cgroup %s: %w", dir, err2)
+}
+
+// groupDirs lists sandbox id's group directory in every mounted hierarchy.
+func groupDirs(id string) []string {
+	var out []string
+	for _, root := range hierarchyRoots() {
+		out = append(out, filepath.Join(root, Parent, id))
+	}
+	return out
+}
+
+// List returns the ids of every sandbox group under Parent in any
+// hierarchy, for gc.
+func List() ([]string, error) {
+	seen := map[string]bool{}
+	var ids []string
+	for _, root := range hierarchyRoots() {
+		ents, err := os.ReadDir(filepath.Join(root, Parent))
+		if err != nil {
+			continue
+		}
+		for _, e := range ents {
+			if e.IsDir() && !seen[e.Name()] {
+				seen[e.Name()] = true
+				ids = append(ids, e.Name())
+			}
+		}
+	}
+	slices.Sort(ids)
+	return ids, nil
+}
+
+// hierarchyRoots returns the mount points of every cgroup hierarchy.
+func hierarchyRoots() []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var roots []string
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		sep := slices.Index(fields, "-")
+		if sep < 0 || sep+1 >= len(fields) {
+			continue
+		}
+		if t := fields[sep+1]; t == "cgroup" || t == "cgroup2" {
+			// Skip the v2 mount on a hybrid host: it has no controllers and
+			// neither vial nor the runtime creates anything there.
+			if t == "cgroup2" && !Unified() {
+				continue
+			}
+			roots = append(roots, unescape(fields[4]))
+		}
+	}
+	return roots
+}
+
+func unescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	if u, err := strconv.Unquote(`"` + strings.ReplaceAll(s, `"`, `\"`) + `"`); err == nil {
+		return u
+	}
+	return s
+}

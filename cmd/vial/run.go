@@ -1,0 +1,176 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vial-run/vial/runtime"
+)
+
+// Exit codes of `vial run` besides the program's own, as timeout(1) and
+// Docker use them.
+const (
+	exitTimedOut = 124 // timeout(1)
+	exitFailed   = 125 // vial itself could not run the sandbox (docker run)
+	exitOOM      = 137 // 128+SIGKILL, as Docker reports an OOM kill
+)
+
+func init() {
+	register("run", "run a command in a fresh sandbox: vial run [flags] -- CMD ARGS...", cmdRun)
+}
+
+// sizeFlag parses sizes such as 256m, 1g, 512MiB, 1048576.
+type sizeFlag struct{ bytes int64 }
+
+func (s *sizeFlag) String() string { return strconv.FormatInt(s.bytes, 10) }
+func (s *sizeFlag) Set(v string) error {
+	n, err := parseSize(v)
+	if err != nil {
+		return err
+	}
+	s.bytes = n
+	return nil
+}
+
+// parseSize reads a byte size: a number with an optional unit k, m, g, t
+// (powers of 1024; "kb", "kib", "mb", "mib" ... are accepted too).
+func parseSize(v string) (int64, error) {
+	s := strings.ToLower(strings.TrimSpace(v))
+	i := 0
+	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
+		i++
+	}
+	num, unit := s[:i], strings.TrimSpace(s[i:])
+	f, err := strconv.ParseFloat(num, 64)
+	if err != nil || num == "" {
+		return 0, fmt.Errorf("%q is not a size (use e.g. 256m, 1g)", v)
+	}
+	mult := map[string]float64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
+		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
+		"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}[unit]
+	if mult == 0 {
+		return 0, fmt.Errorf("%q is not a size (unknown unit %q; use k, m, g or t)", v, unit)
+	}
+	return int64(f * mult), nil
+}
+
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+func cmdRun(ctx context.Context, g *globals, args []string) int {
+	fs := flag.NewFlagSet("vial run", flag.ContinueOnError)
+	fs.SetOutput(g.Stderr)
+	rt := fs.String("runtime", "runc", "OCI runtime: runc, crun or runsc")
+	image := fs.String("image", "host", "image: host, an absolute directory, or a stored image name")
+	var mem, tmp sizeFlag
+	fs.Var(&mem, "memory", "memory limit, e.g. 256m (default 512m)")
+	fs.Var(&tmp, "tmp", "size of the /tmp tmpfs (default 64m)")
+	cpus := fs.Float64("cpus", 0, "CPU quota in cores, e.g. 0.5 (default 1)")
+	pids := fs.Int64("pids", 0, "maximum processes and threads (default 256)")
+	timeout := fs.Duration("timeout", 0, "kill the sandbox after this long, e.g. 30s (default: none)")
+	workspace := fs.String("workspace", "", "host directory bound read-write at /workspace (default: a fresh, temporary one)")
+	cwd := fs.String("cwd", "/workspace", "working directory inside the sandbox")
+	var env listFlag
+	fs.Var(&env, "env", "KEY=VALUE for the sandboxed program (repeatable)")
+	fs.Usage = func() {
+		fmt.Fprintln(g.Stderr, "usage: vial run [flags] -- CMD ARGS...")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return exitUsage
+	}
+	cmdArgs := fs.Args()
+	if len(cmdArgs) == 0 {
+		fmt.Fprintln(g.Stderr, "vial run: no command given (vial run [flags] -- CMD ARGS...)")
+		return exitUsage
+	}
+	ws := *workspace
+	if ws != "" {
+		if !filepath.IsAbs(ws) {
+			abs, err := filepath.Abs(ws)
+			if err != nil {
+				fmt.Fprintf(g.Stderr, "vial run: workspace %q: %v\n", ws, err)
+				return exitUsage
+			}
+			ws = abs
+		}
+		ws = filepath.Clean(ws)
+	}
+	e, err := openEngine(ctx, g, true)
+	if err != nil {
+		return fail(g, err)
+	}
+	if _, err := e.Backend(*rt); err != nil {
+		return fail(g, err)
+	}
+	img, err := resolveImage(e.StateDir(), *image)
+	if err != nil {
+		return fail(g, err)
+	}
+	res, err := e.Run(ctx, *rt, runtime.Request{
+		Image:     img,
+		Args:      cmdArgs,
+		Env:       env,
+		Cwd:       *cwd,
+		Limits:    runtime.Limits{MemoryBytes: mem.bytes, CPUs: *cpus, Pids: *pids, TmpBytes: tmp.bytes},
+		Timeout:   *timeout,
+		Workspace: ws,
+		Stdin:     os.Stdin,
+		Stdout:    g.Stdout,
+		Stderr:    g.Stderr,
+	})
+	if err != nil {
+		return fail(g, err)
+	}
+	g.Log.Info("sandbox finished", "exit", res.ExitCode, "signal", res.Signal, "timed_out", res.TimedOut,
+		"oom_killed", res.OOMKilled, "wall", res.Wall.Round(time.Millisecond), "cpu", res.CPU.Round(time.Millisecond), "peak_memory", res.PeakMemory)
+	switch {
+	case res.TimedOut:
+		fmt.Fprintf(g.Stderr, "vial: timed out after %s; sandbox killed\n", *timeout)
+		return exitTimedOut
+	case res.OOMKilled:
+		fmt.Fprintf(g.Stderr, "vial: out of memory (limit %s); sandbox killed\n", humanBytes(memOrDefault(mem.bytes)))
+		return exitOOM
+	}
+	return res.ExitCode
+}
+
+func memOrDefault(b int64) int64 {
+	if b == 0 {
+		return runtime.DefaultLimits.MemoryBytes
+	}
+	return b
+}
+
+// fail prints err as one line and returns the exit code for vial's own
+// failures.
+func fail(g *globals, err error) int {
+	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+	fmt.Fprintf(g.Stderr, "vial: %s\n", msg)
+	if errors.Is(err, context.Canceled) {
+		return 130
+	}
+	return exitFailed
+}
+
+func humanBytes(b int64) string {
+	switch {
+	case b >= 1<<30 && b%(1<<30) == 0:
+		return fmt.Sprintf("%dGiB", b>>30)
+	case b >= 1<<20:
+		return fmt.Sprintf("%dMiB", b>>20)
+	}
+	return fmt.Sprintf("%dB", b)
+}

@@ -1,0 +1,110 @@
+// Package rootfs turns images into read-only root directories for
+// sandboxes: the built-in host image, directories, and images in vial's
+// content-addressed store.
+package rootfs
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Image is a prepared, read-only root filesystem. Sandboxes never write to
+// Root; their writable places (/tmp, /workspace) are separate mounts.
+type Image struct {
+	Name   string   // "host", a stored image's name, or the directory of a directory image
+	Digest string   // "sha256:<hex>" content digest; "" for host and directory images
+	Root   string   // absolute host directory used as the bundle's root.path
+	Binds  []Bind   // extra read-only bind mounts the image needs (the host image's /usr, ...)
+	Env    []string // the image's default environment, e.g. PATH=...
+}
+
+// Bind is a read-only bind mount of a host path into the sandbox.
+type Bind struct {
+	Source string // absolute host path
+	Target string // absolute path inside the sandbox
+}
+
+// DefaultPath is the PATH a sandbox gets when its image sets none.
+const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// MountPoints are the directories every image root must contain, because
+// the root is mounted read-only and a runtime cannot create them later.
+var MountPoints = []string{"proc", "sys", "dev", "tmp", "workspace", "opt/vial"}
+
+// ErrNotFound and ErrInvalid classify this package's errors; runtime maps
+// them onto its own classes.
+var (
+	ErrNotFound = errors.New("image not found")
+	ErrInvalid  = errors.New("invalid image")
+)
+
+// forbiddenRoots are host directories that are never accepted as an image
+// root: handing one of them to a sandbox would expose the host itself
+// (its secrets, devices or kernel interfaces) rather than an image.
+var forbiddenRoots = map[string]bool{
+	"/": true, "/etc": true, "/root": true, "/home": true, "/proc": true, "/sys": true,
+	"/dev": true, "/boot": true, "/run": true, "/var": true, "/usr": true,
+}
+
+// Dir returns a directory image: path must be an absolute, clean path to a
+// directory that looks like a root filesystem (it has bin/ or usr/bin/).
+// Symlinks are resolved first so that a link to "/" is refused like "/"
+// itself. Missing mount points are created in the directory.
+func Dir(path string) (*Image, error) {
+	if !filepath.IsAbs(path) {
+		return nil, fmt.Errorf("image path %q: %w: must be absolute", path, ErrInvalid)
+	}
+	for _, part := range strings.Split(path, "/") {
+		if part == ".." {
+			return nil, fmt.Errorf("image path %q: %w: must not contain \"..\"", path, ErrInvalid)
+		}
+	}
+	real, err := filepath.EvalSymlinks(path)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("image path %q: %w: no such directory", path, ErrNotFound)
+		}
+		return nil, fmt.Errorf("resolving image path %q: %w", path, err)
+	}
+	if forbiddenRoots[real] {
+		return nil, fmt.Errorf("image path %q: %w: %s is part of the host, not an image (use --image host for a read-only view of the host's programs)", path, ErrInvalid, real)
+	}
+	fi, err := os.Stat(real)
+	if err != nil {
+		return nil, fmt.Errorf("image path %q: %w", path, err)
+	}
+	if !fi.IsDir() {
+		return nil, fmt.Errorf("image path %q: %w: not a directory", path, ErrInvalid)
+	}
+	if !exists(filepath.Join(real, "bin")) && !exists(filepath.Join(real, "usr/bin")) {
+		return nil, fmt.Errorf("image path %q: %w: no bin/ or usr/bin/ inside, not a root filesystem", path, ErrInvalid)
+	}
+	if err := ensureMountPoints(real); err != nil {
+		return nil, err
+	}
+	return &Image{Name: path, Root: real, Env: []string{DefaultPath}}, nil
+}
+
+// ensureMountPoints creates the directories MountPoints names under root,
+// through an os.Root so a symlinked mount point cannot lead outside.
+func ensureMountPoints(root string) error {
+	r, err := os.OpenRoot(root)
+	if err != nil {
+		return fmt.Errorf("opening image root: %w", err)
+	}
+	defer r.Close()
+	for _, mp := range MountPoints {
+		if err := r.MkdirAll(mp, 0o755); err != nil {
+			return fmt.Errorf("creating mount point /%s in image: %w", mp, err)
+		}
+	}
+	return nil
+}
+
+func exists(p string) bool {
+	_, err := os.Lstat(p)
+	return err == nil
+}

@@ -1,0 +1,454 @@
+// Package runtime runs sandboxes: it turns a request into a hardened OCI
+// bundle, runs it under a backend (runc, crun, runsc), reports the result
+// and always cleans up — also after a crash, through Recover and GC.
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/vial-run/vial/cgroups"
+	"github.com/vial-run/vial/internal/cleanup"
+	"github.com/vial-run/vial/rootfs"
+	"github.com/vial-run/vial/runtime/oci"
+	"github.com/vial-run/vial/seccomp"
+)
+
+// Limits are a sandbox's resource limits. A zero field takes the engine's
+// default.
+type Limits struct {
+	MemoryBytes int64   // hard memory limit; swap is not allowed on top
+	CPUs        float64 // CPU quota in cores
+	Pids        int64   // processes + threads
+	TmpBytes    int64   // size of the /tmp tmpfs
+	DiskBytes   int64   // largest file the sandbox may write (RLIMIT_FSIZE)
+}
+
+// DefaultLimits apply where a request leaves a limit at zero.
+var DefaultLimits = Limits{
+	MemoryBytes: 512 << 20,
+	CPUs:        1,
+	Pids:        256,
+	TmpBytes:    oci.DefaultTmpBytes,
+	DiskBytes:   1 << 30,
+}
+
+// Request describes one sandbox.
+type Request struct {
+	Image *rootfs.Image
+	Args  []string
+	Env   []string
+	Cwd   string // default /workspace
+	// Binds are extra read-only bind mounts (e.g. the context drivers).
+	Binds   []rootfs.Bind
+	Limits  Limits
+	Timeout time.Duration // 0 means none
+	// Workspace is a host directory bound read-write at /workspace. Empty
+	// means a fresh one under the sandbox's state directory, removed with
+	// the sandbox.
+	Workspace string
+	Stdin     io.Reader
+	Stdout    io.Writer
+	Stderr    io.Writer
+}
+
+// Result is how a sandboxed program ended. A failing program is a result,
+// not an error.
+type Result struct {
+	ExitCode   int    // the program's exit status; 128+n when killed by signal n
+	Signal     string // "SIGKILL" etc. when killed by a signal, else ""
+	TimedOut   bool   // the timeout expired and vial killed the sandbox
+	OOMKilled  bool   // the kernel killed it for exceeding its memory limit
+	Wall       time.Duration
+	CPU        time.Duration
+	PeakMemory uint64 // bytes
+}
+
+// Engine runs sandboxes. It is safe for concurrent use.
+type Engine struct {
+	stateDir string
+	backends map[string]*Backend
+	log      *slog.Logger
+}
+
+// Options configure an Engine.
+type Options struct {
+	StateDir string
+	Backends []*Backend
+	Log      *slog.Logger // nil discards
+}
+
+// New prepares the state directory and returns an engine. It does not
+// recover orphans: call Recover for that (the CLI does, at start-up).
+func New(o Options) (*Engine, error) {
+	if !filepath.IsAbs(o.StateDir) {
+		return nil, fmt.Errorf("state directory %q: %w: must be absolute", o.StateDir, ErrInvalid)
+	}
+	if o.Log == nil {
+		o.Log = slog.New(slog.DiscardHandler)
+	}
+	e := &Engine{stateDir: o.StateDir, backends: map[string]*Backend{}, log: o.Log}
+	for _, b := range o.Backends {
+		e.backends[b.Name] = b
+	}
+	for _, d := range []string{"sandboxes", "runtime"} {
+		if err := os.MkdirAll(filepath.Join(o.StateDir, d), 0o711); err != nil {
+			return nil, fmt.Errorf("creating state directory: %w", err)
+		}
+	}
+	return e, nil
+}
+
+// StateDir returns the engine's state directory.
+func (e *Engine) StateDir() string { return e.stateDir }
+
+// Backend returns the named backend, or an error saying how to install it.
+func (e *Engine) Backend(name string) (*Backend, error) {
+	b, ok := e.backends[name]
+	if !ok {
+		names := make([]string, 0, len(e.backends))
+		for n := range e.backends {
+			names = append(names, n)
+		}
+		slices.Sort(names)
+		return nil, fmt.Errorf("runtime %q: %w: known runtimes are %s", name, ErrNotFound, strings.Join(names, ", "))
+	}
+	if b.Path == "" {
+		return nil, fmt.Errorf("runtime %s: %w: not installed; %s", name, ErrUnavailable, b.Install)
+	}
+	return b, nil
+}
+
+// Backends lists every configured backend, found or not.
+func (e *Engine) Backends() []*Backend {
+	out := make([]*Backend, 0, len(e.backends))
+	for _, b := range e.backends {
+		out = append(out, b)
+	}
+	slices.SortFunc(out, func(a, b *Backend) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+func (e *Engine) runtimeRoot(b *Backend) string {
+	return filepath.Join(e.stateDir, "runtime", b.Name)
+}
+
+// sandboxMeta is written next to each bundle so that gc knows which
+// runtime owns an orphaned sandbox.
+type sandboxMeta struct {
+	ID      string    `json:"id"`
+	Runtime string    `json:"runtime"`
+	Created time.Time `json:"created"`
+	PID     int       `json:"pid"` // the vial process that owns it
+}
+
+// validID matches the identifiers vial generates; anything read back from
+// disk is checked against it before it becomes a path component.
+var validID = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+
+func newID() string {
+	var b [6]byte
+	rand.Read(b[:])
+	return "v" + hex.EncodeToString(b[:])
+}
+
+// sandbox is the state shared by Run and Start while a sandbox exists.
+type sandbox struct {
+	id        string
+	dir       string
+	bundle    string
+	workspace string
+	logPath   string
+	backend   *Backend
+	root      string
+	group     *cgroups.Group
+	limits    Limits
+	lock      *os.File
+	teardown  func() error // everything acquired, in reverse order
+}
+
+// prepare does all the I/O a sandbox needs before the runtime starts:
+// validates the request, creates the sandbox directory (locked, so gc
+// leaves it alone while we live), the workspace, the cgroup and the bundle.
+func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err error) {
+	b, err := e.Backend(runtimeName)
+	if err != nil {
+		return nil, err
+	}
+	if err := validateRequest(req); err != nil {
+		return nil, err
+	}
+	lim := withDefaults(req.Limits)
+	if lim.Pids < b.MinPids {
+		// runsc's sentry counts its own threads against the pids limit, and
+		// below its minimum a fork storm takes the whole sandbox down
+		// instead of failing fork.
+		lim.Pids = b.MinPids
+	}
+	var cu cleanup.Stack
+	defer func() {
+		if err != nil {
+			cu.Clean()
+		}
+	}()
+	s := &sandbox{id: newID(), backend: b, root: e.runtimeRoot(b), limits: lim}
+	s.dir = filepath.Join(e.stateDir, "sandboxes", s.id)
+	if err := os.Mkdir(s.dir, 0o711); err != nil {
+		return nil, fmt.Errorf("creating sandbox directory: %w", err)
+	}
+	cu.Add(func() error { return os.RemoveAll(s.dir) })
+	lock, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("creating sandbox lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("locking sandbox: %w", err)
+	}
+	s.lock = lock
+	cu.Add(lock.Close)
+	meta, _ := json.Marshal(sandboxMeta{ID: s.id, Runtime: b.Name, Created: time.Now(), PID: os.Getpid()})
+	if err := os.WriteFile(filepath.Join(s.dir, "meta.json"), meta, 0o600); err != nil {
+		return nil, fmt.Errorf("writing sandbox metadata: %w", err)
+	}
+	s.bundle = filepath.Join(s.dir, "bundle")
+	if err := os.Mkdir(s.bundle, 0o700); err != nil {
+		return nil, fmt.Errorf("creating bundle: %w", err)
+	}
+	s.workspace = req.Workspace
+	if s.workspace == "" {
+		s.workspace = filepath.Join(s.dir, "workspace")
+		if err := os.Mkdir(s.workspace, 0o700); err != nil {
+			return nil, fmt.Errorf("creating workspace: %w", err)
+		}
+		// Only a workspace vial created is handed to the sandbox user; a
+		// directory the caller named keeps its owner.
+		if err := os.Chown(s.workspace, oci.UID, oci.GID); err != nil {
+			return nil, fmt.Errorf("preparing workspace: %w", err)
+		}
+	} else if err := os.MkdirAll(s.workspace, 0o755); err != nil {
+		return nil, fmt.Errorf("creating workspace %s: %w", s.workspace, err)
+	}
+	if err := os.MkdirAll(s.root, 0o700); err != nil {
+		return nil, fmt.Errorf("creating runtime root: %w", err)
+	}
+	s.group, err = cgroups.Create(s.id, cgroups.Limits{CPUs: lim.CPUs, Pids: lim.Pids})
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	cu.Add(s.group.Delete)
+	spec, err := e.spec(s, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := oci.Write(s.bundle, spec); err != nil {
+		return nil, err
+	}
+	s.logPath = filepath.Join(s.dir, "runtime.log")
+	s.teardown = cu.Release()
+	return s, nil
+}
+
+// spec builds the bundle's config.json for s.
+func (e *Engine) spec(s *sandbox, req *Request) (*specs.Spec, error) {
+	prof, err := seccomp.Default()
+	if err != nil {
+		return nil, err
+	}
+	cwd := req.Cwd
+	if cwd == "" {
+		cwd = "/workspace"
+	}
+	opts := []oci.SpecOpt{
+		oci.WithRoot(req.Image.Root),
+		oci.WithArgs(req.Args...),
+		oci.WithEnv(req.Image.Env...),
+		oci.WithEnv(req.Env...),
+		oci.WithCwd(cwd),
+		oci.WithTmpSize(s.limits.TmpBytes),
+		oci.WithRlimit("RLIMIT_FSIZE", uint64(s.limits.DiskBytes), uint64(s.limits.DiskBytes)),
+		oci.WithResources(cgroups.Resources(cgroups.Limits{MemoryBytes: s.limits.MemoryBytes, CPUs: s.limits.CPUs, Pids: s.limits.Pids})),
+		oci.WithCgroupsPath(cgroups.LeafPath(s.id)),
+		oci.WithSeccomp(seccomp.Clone(prof)),
+		oci.WithAnnotation("dev.vial.sandbox", s.id),
+	}
+	for _, bnd := range req.Image.Binds {
+		opts = append(opts, oci.WithReadOnlyBind(bnd.Source, bnd.Target))
+	}
+	for _, bnd := range req.Binds {
+		opts = append(opts, oci.WithReadOnlyBind(bnd.Source, bnd.Target))
+	}
+	opts = append(opts, oci.WithWorkspace(s.workspace))
+	opts = append(opts, s.backend.SpecOpts...)
+	return oci.New(opts...)
+}
+
+func withDefaults(l Limits) Limits {
+	if l.MemoryBytes == 0 {
+		l.MemoryBytes = DefaultLimits.MemoryBytes
+	}
+	if l.CPUs == 0 {
+		l.CPUs = DefaultLimits.CPUs
+	}
+	if l.Pids == 0 {
+		l.Pids = DefaultLimits.Pids
+	}
+	if l.TmpBytes == 0 {
+		l.TmpBytes = DefaultLimits.TmpBytes
+	}
+	if l.DiskBytes == 0 {
+		l.DiskBytes = DefaultLimits.DiskBytes
+	}
+	return l
+}
+
+// validateRequest checks everything about a request that does not need
+// the host, reporting every problem at once.
+func validateRequest(req *Request) error {
+	var errs []error
+	if req.Image == nil || req.Image.Root == "" {
+		errs = append(errs, errors.New("no image"))
+	}
+	if len(req.Args) == 0 || req.Args[0] == "" {
+		errs = append(errs, errors.New("no command to run"))
+	}
+	l := req.Limits
+	if l.MemoryBytes < 0 || (l.MemoryBytes > 0 && l.MemoryBytes < 8<<20) {
+		errs = append(errs, fmt.Errorf("memory limit %d bytes: must be at least 8 MiB", l.MemoryBytes))
+	}
+	if l.CPUs < 0 || l.CPUs > 1024 {
+		errs = append(errs, fmt.Errorf("cpu limit %g: must be between 0.01 and 1024 cores", l.CPUs))
+	} else if l.CPUs > 0 && l.CPUs < 0.01 {
+		errs = append(errs, fmt.Errorf("cpu limit %g: must be at least 0.01 cores", l.CPUs))
+	}
+	if l.Pids < 0 || (l.Pids > 0 && l.Pids < 4) {
+		errs = append(errs, fmt.Errorf("pids limit %d: must be at least 4", l.Pids))
+	}
+	if l.TmpBytes < 0 || l.DiskBytes < 0 {
+		errs = append(errs, errors.New("tmp and disk limits must not be negative"))
+	}
+	if req.Timeout < 0 {
+		errs = append(errs, errors.New("timeout must not be negative"))
+	}
+	if req.Workspace != "" && (!filepath.IsAbs(req.Workspace) || filepath.Clean(req.Workspace) != req.Workspace) {
+		errs = append(errs, fmt.Errorf("workspace %q: must be an absolute, clean path", req.Workspace))
+	}
+	if req.Cwd != "" && !filepath.IsAbs(req.Cwd) {
+		errs = append(errs, fmt.Errorf("working directory %q: must be absolute", req.Cwd))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	return nil
+}
+
+// destroy tears a sandbox down: kill and delete the container (which may
+// already be gone), run the backend's clean-up, remove the cgroup and the
+// sandbox directory. It runs without the caller's cancellation and with
+// its own deadline.
+func (e *Engine) destroy(s *sandbox, containerMayExist bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var errs []error
+	if containerMayExist {
+		if err := e.forceDelete(ctx, s.backend, s.root, s.id); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.backend.Cleanup != nil {
+		if err := s.backend.Cleanup(s.root); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if s.group != nil {
+		// Anything still in the group (a runtime that lost track of a
+		// process) is killed before the group is removed.
+		s.group.Kill(5 * time.Second)
+	}
+	if err := s.teardown(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// forceDelete kills and deletes container id, tolerating its absence.
+func (e *Engine) forceDelete(ctx context.Context, b *Backend, root, id string) error {
+	kill := b.command(root, "kill", id, "KILL")
+	kill.Run()
+	del := b.command(root, "delete", "--force", id)
+	out, err := runWithContext(ctx, del)
+	if err != nil && !notExist(out) {
+		return fmt.Errorf("deleting container %s: %w: %s", id, err, lastLine(out))
+	}
+	return nil
+}
+
+func notExist(out []byte) bool {
+	s := strings.ToLower(string(out))
+	return strings.Contains(s, "does not exist") || strings.Contains(s, "not found") ||
+		strings.Contains(s, "no such file") || strings.Contains(s, "not exist")
+}
+
+// runWithContext runs cmd, killing the CLI if ctx ends, and returns its
+// combined output.
+func runWithContext(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
+	var buf strings.Builder
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return []byte(buf.String()), err
+	case <-ctx.Done():
+		cmd.Process.Kill()
+		<-done
+		return []byte(buf.String()), ctx.Err()
+	}
+}
+
+func lastLine(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	return strings.TrimSpace(lines[len(lines)-1])
+}
+
+// runtimeError reads the runtime's JSON log and returns its last error
+// message, or "" when the runtime logged no error.
+func runtimeError(path string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	var last string
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var entry struct {
+			Level string `json:"level"`
+			Msg   string `json:"msg"`
+		}
+		if json.Unmarshal(sc.Bytes(), &entry) == nil && (entry.Level == "error" || entry.Level == "fatal") {
+			last = entry.Msg
+		}
+	}
+	return last
+}

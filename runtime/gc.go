@@ -1,0 +1,218 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/vial-run/vial/cgroups"
+)
+
+// GCReport counts what a garbage collection removed.
+type GCReport struct {
+	Sandboxes  int // orphaned sandbox directories removed
+	Containers int // runtime containers deleted
+	Cgroups    int // cgroups removed
+	Mounts     int // mounts under the state directory unmounted
+}
+
+func (r GCReport) String() string {
+	return fmt.Sprintf("removed %d sandboxes, %d containers, %d cgroups, %d mounts", r.Sandboxes, r.Containers, r.Cgroups, r.Mounts)
+}
+
+// Empty reports whether nothing was collected.
+func (r GCReport) Empty() bool { return r == GCReport{} }
+
+// youngGrace protects a sandbox directory that another vial process has
+// just created and not yet locked.
+const youngGrace = 10 * time.Second
+
+// GC removes everything left behind by vial processes that died without
+// tearing their sandboxes down (e.g. SIGKILL): their containers, the
+// processes in them, their cgroups, mounts and directories. A sandbox
+// whose owner is alive holds an exclusive flock on its lock file and is
+// left alone, so GC is safe to run next to live vial processes.
+func (e *Engine) GC(ctx context.Context) (GCReport, error) {
+	var rep GCReport
+	var errs []error
+	live := map[string]bool{}
+	dir := filepath.Join(e.stateDir, "sandboxes")
+	ents, err := os.ReadDir(dir)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return rep, fmt.Errorf("reading %s: %w", dir, err)
+	}
+	for _, ent := range ents {
+		id := ent.Name()
+		if !validID.MatchString(id) {
+			continue
+		}
+		sdir := filepath.Join(dir, id)
+		orphan, err := isOrphan(sdir)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		if !orphan {
+			live[id] = true
+			continue
+		}
+		if err := e.collect(ctx, id, sdir, &rep); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	// Containers in the runtimes' roots with no live sandbox.
+	for _, b := range e.backends {
+		if b.Path == "" {
+			continue
+		}
+		root := e.runtimeRoot(b)
+		if _, err := os.Stat(root); err != nil {
+			continue
+		}
+		out, err := runWithContext(ctx, b.command(root, "list", "--quiet"))
+		if err != nil {
+			continue
+		}
+		for _, id := range strings.Fields(string(out)) {
+			if !validID.MatchString(id) || live[id] {
+				continue
+			}
+			if err := e.forceDelete(ctx, b, root, id); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			rep.Containers++
+		}
+		if b.Cleanup != nil && len(live) == 0 {
+			b.Cleanup(root)
+		}
+	}
+	// cgroups with no live sandbox.
+	ids, _ := cgroups.List()
+	for _, id := range ids {
+		if live[id] || !validID.MatchString(id) {
+			continue
+		}
+		if g, err := cgroups.Load(id); err == nil {
+			g.Kill(5 * time.Second)
+		}
+		if err := cgroups.Remove(id); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rep.Cgroups++
+	}
+	return rep, errors.Join(errs...)
+}
+
+// isOrphan reports whether the sandbox directory's owner is gone: its lock
+// can be taken. The lock is released at once; the directory is about to
+// be removed.
+func isOrphan(sdir string) (bool, error) {
+	f, err := os.OpenFile(filepath.Join(sdir, "lock"), os.O_RDWR, 0)
+	if err != nil {
+		fi, serr := os.Stat(sdir)
+		if serr != nil {
+			return false, nil
+		}
+		return time.Since(fi.ModTime()) > youngGrace, nil
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return false, nil
+		}
+		return false, fmt.Errorf("locking %s: %w", sdir, err)
+	}
+	return true, nil
+}
+
+// collect tears down one orphaned sandbox.
+func (e *Engine) collect(ctx context.Context, id, sdir string, rep *GCReport) error {
+	var errs []error
+	var meta sandboxMeta
+	if data, err := os.ReadFile(filepath.Join(sdir, "meta.json")); err == nil {
+		json.Unmarshal(data, &meta)
+	}
+	if b, ok := e.backends[meta.Runtime]; ok && b.Path != "" {
+		root := e.runtimeRoot(b)
+		if err := e.forceDelete(ctx, b, root, id); err != nil {
+			errs = append(errs, err)
+		} else {
+			rep.Containers++
+		}
+	}
+	if g, err := cgroups.Load(id); err == nil {
+		g.Kill(5 * time.Second)
+	}
+	if ids, _ := cgroups.List(); slices.Contains(ids, id) {
+		if err := cgroups.Remove(id); err != nil {
+			errs = append(errs, err)
+		} else {
+			rep.Cgroups++
+		}
+	}
+	n, err := unmountUnder(sdir)
+	rep.Mounts += n
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := os.RemoveAll(sdir); err != nil {
+		errs = append(errs, fmt.Errorf("removing %s: %w", sdir, err))
+	} else {
+		rep.Sandboxes++
+	}
+	return errors.Join(errs...)
+}
+
+// Recover runs GC and logs what it found; the CLI calls it at start-up so
+// a crash never leaves anything behind for long.
+func (e *Engine) Recover(ctx context.Context) {
+	rep, err := e.GC(ctx)
+	if !rep.Empty() {
+		e.log.Info("recovered from an earlier crash", "report", rep.String())
+	}
+	if err != nil {
+		e.log.Warn("recovering orphaned sandboxes", "err", err)
+	}
+}
+
+// Mounts returns the mount points at or under dir, deepest first.
+func Mounts(dir string) []string {
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 {
+			continue
+		}
+		mp := f[4]
+		if mp == dir || strings.HasPrefix(mp, dir+"/") {
+			out = append(out, mp)
+		}
+	}
+	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
+	return out
+}
+
+func unmountUnder(dir string) (int, error) {
+	var errs []error
+	n := 0
+	for _, mp := range Mounts(dir) {
+		if err := syscall.Unmount(mp, syscall.MNT_DETACH); err != nil {
+			errs = append(errs, fmt.Errorf("unmounting %s: %w", mp, err))
+			continue
+		}
+		n++
+	}
+	return n, errors.Join(errs...)
+}
