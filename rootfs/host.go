@@ -24,8 +24,8 @@ var hostTopLevel = []string{"usr", "bin", "sbin", "lib", "lib32", "lib64", "libx
 // generated instead of copied.
 var hostEtcCopy = []string{
 	"ld.so.cache", "ld.so.conf", "ld.so.conf.d", // the dynamic loader finds multiarch libraries through these
-	"alternatives",                              // Debian's /usr/bin/awk -> /etc/alternatives/awk links
-	"ssl/certs", "ca-certificates.conf",         // public CA certificates only, never ssl/private
+	"alternatives",                      // Debian's /usr/bin/awk -> /etc/alternatives/awk links
+	"ssl/certs", "ca-certificates.conf", // public CA certificates only, never ssl/private
 	"python3", "python3.11", "python3.12", "python3.13", // Debian's sitecustomize.py lives here
 	"os-release", "debian_version", "localtime", "timezone",
 	"mime.types", "protocols", "services", "gai.conf", "host.conf",
