@@ -34,7 +34,7 @@ var hostEtcCopy = []string{
 
 // hostImageVersion changes whenever the layout generated below changes, so
 // an old generated tree is not reused.
-const hostImageVersion = "3"
+const hostImageVersion = "4"
 
 // Host returns the built-in host image: a read-only view of the host's
 // /usr, /bin and /lib* with a minimal generated /etc, so vial runs the
@@ -122,6 +122,10 @@ func buildHostRoot(root string) error {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return err
 		}
+	}
+	// runc gives a tmpfs the mode of the directory it is mounted on.
+	if err := os.Chmod(filepath.Join(root, "tmp"), 0o777|os.ModeSticky); err != nil {
+		return err
 	}
 	etc := filepath.Join(root, "etc")
 	for _, name := range hostEtcCopy {

@@ -101,6 +101,11 @@ func ensureMountPoints(root string) error {
 			return fmt.Errorf("creating mount point /%s in image: %w", mp, err)
 		}
 	}
+	// runc gives a tmpfs the mode of the directory it is mounted on, so
+	// /tmp must be world-writable and sticky in the image itself.
+	if err := r.Chmod("tmp", 0o777|os.ModeSticky); err != nil {
+		return fmt.Errorf("preparing /tmp in image: %w", err)
+	}
 	return nil
 }
 
