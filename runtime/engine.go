@@ -452,3 +452,29 @@ func runtimeError(path string) string {
 	}
 	return last
 }
+
+// Bundle is a prepared sandbox that has not been started: its bundle
+// directory, container id and runtime root. Benchmarks use it to run the
+// raw runtime on exactly the bundle vial would run.
+type Bundle struct {
+	ID, Dir, RuntimeRoot string
+	e                    *Engine
+	s                    *sandbox
+}
+
+// PrepareBundle does everything Run does before starting the runtime and
+// returns the result; Close tears it down like Run would.
+func (e *Engine) PrepareBundle(runtimeName string, req Request) (*Bundle, error) {
+	s, err := e.prepare(runtimeName, &req)
+	if err != nil {
+		return nil, err
+	}
+	return &Bundle{ID: s.id, Dir: s.bundle, RuntimeRoot: s.root, e: e, s: s}, nil
+}
+
+// Command returns the runtime invocation for args on this bundle's
+// runtime root, wrapped as the backend requires.
+func (b *Bundle) Command(args ...string) *exec.Cmd { return b.s.backend.command(b.s.root, args...) }
+
+// Close deletes the container if it still exists and removes everything.
+func (b *Bundle) Close() error { return b.e.destroy(b.s, true) }

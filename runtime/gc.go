@@ -39,7 +39,13 @@ const youngGrace = 10 * time.Second
 // processes in them, their cgroups, mounts and directories. A sandbox
 // whose owner is alive holds an exclusive flock on its lock file and is
 // left alone, so GC is safe to run next to live vial processes.
-func (e *Engine) GC(ctx context.Context) (GCReport, error) {
+func (e *Engine) GC(ctx context.Context) (GCReport, error) { return e.gc(ctx, true) }
+
+// gc collects orphans; with listRuntimes it also asks every runtime for
+// containers in vial's roots (a runtime exec each, so start-up recovery,
+// which runs before every `vial run`, leaves that to `vial gc`: an orphaned
+// container always has an orphaned sandbox directory next to it).
+func (e *Engine) gc(ctx context.Context, listRuntimes bool) (GCReport, error) {
 	var rep GCReport
 	var errs []error
 	live := map[string]bool{}
@@ -68,7 +74,7 @@ func (e *Engine) GC(ctx context.Context) (GCReport, error) {
 	}
 	// Containers in the runtimes' roots with no live sandbox.
 	for _, b := range e.backends {
-		if b.Path == "" {
+		if b.Path == "" || !listRuntimes {
 			continue
 		}
 		root := e.runtimeRoot(b)
@@ -174,7 +180,7 @@ func (e *Engine) collect(ctx context.Context, id, sdir string, rep *GCReport) er
 // Recover runs GC and logs what it found; the CLI calls it at start-up so
 // a crash never leaves anything behind for long.
 func (e *Engine) Recover(ctx context.Context) {
-	rep, err := e.GC(ctx)
+	rep, err := e.gc(ctx, false)
 	if !rep.Empty() {
 		e.log.Info("recovered from an earlier crash", "report", rep.String())
 	}
@@ -215,4 +221,35 @@ func unmountUnder(dir string) (int, error) {
 		n++
 	}
 	return n, errors.Join(errs...)
+}
+
+// SandboxInfo describes one sandbox directory.
+type SandboxInfo struct {
+	ID, Runtime string
+	Created     time.Time
+	PID         int  // the vial process that owns it
+	Orphan      bool // its owner is gone
+}
+
+// List returns every sandbox under the state directory.
+func (e *Engine) List() ([]SandboxInfo, error) {
+	dir := filepath.Join(e.stateDir, "sandboxes")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", dir, err)
+	}
+	var out []SandboxInfo
+	for _, ent := range ents {
+		if !validID.MatchString(ent.Name()) {
+			continue
+		}
+		sdir := filepath.Join(dir, ent.Name())
+		var meta sandboxMeta
+		if data, err := os.ReadFile(filepath.Join(sdir, "meta.json")); err == nil {
+			json.Unmarshal(data, &meta)
+		}
+		orphan, _ := isOrphan(sdir)
+		out = append(out, SandboxInfo{ID: ent.Name(), Runtime: meta.Runtime, Created: meta.Created, PID: meta.PID, Orphan: orphan})
+	}
+	return out, nil
 }
