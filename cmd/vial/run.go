@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vial-run/vial/config"
 	"github.com/vial-run/vial/runtime"
 )
 
@@ -31,34 +32,12 @@ type sizeFlag struct{ bytes int64 }
 
 func (s *sizeFlag) String() string { return strconv.FormatInt(s.bytes, 10) }
 func (s *sizeFlag) Set(v string) error {
-	n, err := parseSize(v)
+	n, err := config.ParseSize(v)
 	if err != nil {
 		return err
 	}
 	s.bytes = n
 	return nil
-}
-
-// parseSize reads a byte size: a number with an optional unit k, m, g, t
-// (powers of 1024; "kb", "kib", "mb", "mib" ... are accepted too).
-func parseSize(v string) (int64, error) {
-	s := strings.ToLower(strings.TrimSpace(v))
-	i := 0
-	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
-		i++
-	}
-	num, unit := s[:i], strings.TrimSpace(s[i:])
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil || num == "" {
-		return 0, fmt.Errorf("%q is not a size (use e.g. 256m, 1g)", v)
-	}
-	mult := map[string]float64{"": 1, "b": 1, "k": 1 << 10, "kb": 1 << 10, "kib": 1 << 10,
-		"m": 1 << 20, "mb": 1 << 20, "mib": 1 << 20, "g": 1 << 30, "gb": 1 << 30, "gib": 1 << 30,
-		"t": 1 << 40, "tb": 1 << 40, "tib": 1 << 40}[unit]
-	if mult == 0 {
-		return 0, fmt.Errorf("%q is not a size (unknown unit %q; use k, m, g or t)", v, unit)
-	}
-	return int64(f * mult), nil
 }
 
 type listFlag []string
@@ -81,12 +60,17 @@ func cmdRun(ctx context.Context, g *globals, args []string) int {
 	cwd := fs.String("cwd", "/workspace", "working directory inside the sandbox")
 	var env listFlag
 	fs.Var(&env, "env", "KEY=VALUE for the sandboxed program (repeatable)")
-	fs.Usage = func() {
-		fmt.Fprintln(g.Stderr, "usage: vial run [flags] -- CMD ARGS...")
-		fs.PrintDefaults()
-	}
+	agent := fs.String("agent", "", "take runtime, image, limits, env and work dir from this agent's configuration")
+	configDir := fs.String("config-dir", envOr("VIAL_CONFIG_DIR", "/etc/vial"), "configuration directory (with --agent)")
+	var sets listFlag
+	fs.Var(&sets, "set", "configuration override key=value, e.g. sandbox.timeout_seconds=10 (with --agent; repeatable)")
+	// A bad flag gets its one-line error and a pointer to -h, not the
+	// whole flag list.
+	fs.Usage = func() { fmt.Fprintln(g.Stderr, "usage: vial run [flags] -- CMD ARGS... (vial run -h lists the flags)") }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			fs.SetOutput(g.Stdout)
+			fs.PrintDefaults()
 			return 0
 		}
 		return exitUsage
@@ -108,6 +92,22 @@ func cmdRun(ctx context.Context, g *globals, args []string) int {
 		}
 		ws = filepath.Clean(ws)
 	}
+	req := runtime.Request{
+		Args:      cmdArgs,
+		Env:       env,
+		Cwd:       *cwd,
+		Limits:    runtime.Limits{MemoryBytes: mem.bytes, CPUs: *cpus, Pids: *pids, TmpBytes: tmp.bytes},
+		Timeout:   *timeout,
+		Workspace: ws,
+		Stdin:     os.Stdin,
+		Stdout:    g.Stdout,
+		Stderr:    g.Stderr,
+	}
+	if *agent != "" || len(sets) > 0 {
+		if err := applyAgent(g, fs, *configDir, *agent, sets, rt, image, &req); err != nil {
+			return fail(g, err)
+		}
+	}
 	e, err := openEngine(ctx, g, true)
 	if err != nil {
 		return fail(g, err)
@@ -119,18 +119,8 @@ func cmdRun(ctx context.Context, g *globals, args []string) int {
 	if err != nil {
 		return fail(g, err)
 	}
-	res, err := e.Run(ctx, *rt, runtime.Request{
-		Image:     img,
-		Args:      cmdArgs,
-		Env:       env,
-		Cwd:       *cwd,
-		Limits:    runtime.Limits{MemoryBytes: mem.bytes, CPUs: *cpus, Pids: *pids, TmpBytes: tmp.bytes},
-		Timeout:   *timeout,
-		Workspace: ws,
-		Stdin:     os.Stdin,
-		Stdout:    g.Stdout,
-		Stderr:    g.Stderr,
-	})
+	req.Image = img
+	res, err := e.Run(ctx, *rt, req)
 	if err != nil {
 		return fail(g, err)
 	}
@@ -138,10 +128,10 @@ func cmdRun(ctx context.Context, g *globals, args []string) int {
 		"oom_killed", res.OOMKilled, "wall", res.Wall.Round(time.Millisecond), "cpu", res.CPU.Round(time.Millisecond), "peak_memory", res.PeakMemory)
 	switch {
 	case res.TimedOut:
-		fmt.Fprintf(g.Stderr, "vial: timed out after %s; sandbox killed\n", *timeout)
+		fmt.Fprintf(g.Stderr, "vial: timed out after %s; sandbox killed\n", req.Timeout)
 		return exitTimedOut
 	case res.OOMKilled:
-		fmt.Fprintf(g.Stderr, "vial: out of memory (limit %s); sandbox killed\n", humanBytes(memOrDefault(mem.bytes)))
+		fmt.Fprintf(g.Stderr, "vial: out of memory (limit %s); sandbox killed\n", humanBytes(memOrDefault(req.Limits.MemoryBytes)))
 		return exitOOM
 	}
 	return res.ExitCode
@@ -173,4 +163,54 @@ func humanBytes(b int64) string {
 		return fmt.Sprintf("%dMiB", b>>20)
 	}
 	return fmt.Sprintf("%dB", b)
+}
+
+// applyAgent fills req (and the runtime and image names) from an agent's
+// resolved configuration. Flags given explicitly on the command line win:
+// the operator typing them is trusted, unlike a model's tool arguments.
+func applyAgent(g *globals, fs *flag.FlagSet, configDir, agent string, sets []string, rt, image *string, req *runtime.Request) error {
+	res, err := loadResolved(configDir, agent, sets)
+	if err != nil {
+		return err
+	}
+	for _, w := range res.Warnings {
+		fmt.Fprintf(g.Stderr, "vial: warning: %s\n", w)
+	}
+	if res.Mode == config.ModeLocal {
+		// Deny by default: vial run never runs code without a sandbox.
+		return fmt.Errorf("agent %q uses sandbox.mode = \"local\" (no isolation); vial run only runs sandboxed code: set sandbox.mode = \"docker\"", agent)
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if !set["runtime"] && res.Runtime != "" {
+		*rt = res.Runtime
+	}
+	if !set["image"] && res.Image != "" {
+		*image = res.Image
+	}
+	if !set["memory"] {
+		req.Limits.MemoryBytes = res.MemoryBytes
+	}
+	if !set["cpus"] {
+		req.Limits.CPUs = res.CPUs
+	}
+	if !set["pids"] {
+		req.Limits.Pids = res.PidsLimit
+	}
+	if !set["tmp"] {
+		req.Limits.TmpBytes = res.TmpBytes
+	}
+	req.Limits.DiskBytes = res.DiskBytes
+	if !set["timeout"] {
+		req.Timeout = res.Timeout()
+	}
+	if !set["cwd"] && res.Shell.WorkDir != "" {
+		req.Cwd = res.Shell.WorkDir
+	}
+	env := make([]string, 0, len(res.Shell.Env)+len(req.Env))
+	for k, v := range res.Shell.Env {
+		env = append(env, k+"="+v)
+	}
+	req.Env = append(env, req.Env...) // --env entries come later and win
+	return nil
 }
