@@ -360,12 +360,9 @@ func hierarchyRoots() []string {
 		if sep < 0 || sep+1 >= len(fields) {
 			continue
 		}
+		// On a hybrid host this includes the controller-less cgroup2
+		// mount: runc creates the container's directory there too.
 		if t := fields[sep+1]; t == "cgroup" || t == "cgroup2" {
-			// Skip the v2 mount on a hybrid host: it has no controllers and
-			// neither vial nor the runtime creates anything there.
-			if t == "cgroup2" && !Unified() {
-				continue
-			}
 			roots = append(roots, unescape(fields[4]))
 		}
 	}

@@ -10,9 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"syscall"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/vial-run/vial/runtime"
+	"github.com/vial-run/vial/runtime/oci"
 )
 
 // Version is the gVisor release vial is tested with. Later builds may need
@@ -34,8 +38,9 @@ func New() *runtime.Backend {
 		LogArgs:    func(p string) []string { return []string{"--log", p, "--log-format", "json"} },
 		// Below ~1024 a fork storm exhausts the sentry's own threads and
 		// the whole sandbox dies instead of fork failing.
-		MinPids: 1024,
-		Cleanup: cleanup,
+		MinPids:  1024,
+		Cleanup:  cleanup,
+		SpecOpts: []oci.SpecOpt{allowClone3},
 	}
 }
 
@@ -46,5 +51,25 @@ func cleanup(root string) error {
 		return err
 	}
 	os.Remove(p)
+	return nil
+}
+
+// allowClone3 lets clone3 through the seccomp profile under gVisor.
+// Docker's profile answers clone3 with ENOSYS so that glibc falls back to
+// clone (whose flags the profile can inspect). gVisor applies the profile
+// but not its errnoRet, so clone3 fails with EPERM, glibc does not fall
+// back, and no program can start a thread. Under gVisor clone3 reaches
+// the sentry's kernel, not the host's, and the sentry refuses namespace
+// flags to a process without capabilities, so allowing it is safe.
+func allowClone3(s *specs.Spec) error {
+	if s.Linux == nil || s.Linux.Seccomp == nil {
+		return nil
+	}
+	for i, r := range s.Linux.Seccomp.Syscalls {
+		if slices.Equal(r.Names, []string{"clone3"}) && r.Action == specs.ActErrno {
+			s.Linux.Seccomp.Syscalls[i].Action = specs.ActAllow
+			s.Linux.Seccomp.Syscalls[i].ErrnoRet = nil
+		}
+	}
 	return nil
 }
