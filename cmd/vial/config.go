@@ -11,19 +11,19 @@ import (
 	"text/tabwriter"
 
 	"github.com/vial-run/vial/config"
+	"github.com/vial-run/vial/mcp"
 )
 
-// configImplementedTools are the canonical tool names vial has handlers for.
-// An enabled tool outside this set is reported by "vial config validate"
-// and not offered. It lists the tools of the MISSION's MCP server; when
-// package mcp exports its registry, this should be built from it.
-var configImplementedTools = map[string]bool{
-	"read_file": true, "write_file": true, "list_directory": true,
-	"search_files": true, "delete_file": true,
-	"run_code": true, "run_shell": true, "install_package": true,
-	"create_context": true, "stop_context": true, "list_contexts": true,
-	"http_request": true,
-}
+// configImplementedTools are the canonical names of the tools the MCP
+// server has handlers for. An enabled tool outside this set is reported by
+// "vial config validate" and not offered.
+var configImplementedTools = func() map[string]bool {
+	m := map[string]bool{}
+	for _, n := range mcp.ToolNames() {
+		m[config.CanonicalTool(n)] = true
+	}
+	return m
+}()
 
 func init() {
 	register("config", "validate, show and scaffold the layered configuration", cmdConfig)

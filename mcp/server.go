@@ -1,0 +1,306 @@
+// Package mcp is vial's Model Context Protocol server: the tool schemas, the
+// handlers that turn tool calls into Engine requests, and the stdio and
+// streamable HTTP transports (built on mark3labs/mcp-go).
+//
+// The package knows nothing of kernels or runtimes: everything sandboxed
+// goes through the Engine interface. Files in a context's workspace are
+// reached on the host side, always through an os.Root opened on the
+// workspace directory, so a hostile path or symlink cannot leave it.
+//
+// Results and failures. A program that fails (an exception, a non-zero
+// exit, a timeout, an OOM kill) is a normal tool result: isError is false,
+// the text starts with a status line that says what happened, and the
+// structured content carries every field. isError is true only for tool
+// failures: a bad argument, an unknown or dead context, a refused path, a
+// size limit, a sandbox that could not start. Their text is written for the
+// model; internal details (host paths, runtime stderr) go to the log only.
+package mcp
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sort"
+	"time"
+
+	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	mcpserver "github.com/mark3labs/mcp-go/server"
+)
+
+// Limits bound what a tool call may ask for. Zero fields take the defaults
+// in DefaultLimits. A model's arguments may only tighten them: a timeout
+// argument lowers the time limit but is clamped to MaxTimeout.
+type Limits struct {
+	// MaxCodeBytes is the largest code or command string accepted.
+	MaxCodeBytes int
+	// DefaultTimeout applies when a call gives no timeout.
+	DefaultTimeout time.Duration
+	// MaxTimeout is the ceiling for any call's timeout.
+	MaxTimeout time.Duration
+	// MaxFileBytes caps read_file and write_file (decoded bytes) and the
+	// size of a file search_files will look inside.
+	MaxFileBytes int64
+	// MaxSearchResults caps search_files matches.
+	MaxSearchResults int
+	// MaxListEntries caps list_directory entries.
+	MaxListEntries int
+}
+
+// DefaultLimits are the limits used for zero fields of Options.Limits.
+var DefaultLimits = Limits{
+	MaxCodeBytes:     1 << 20,
+	DefaultTimeout:   30 * time.Second,
+	MaxTimeout:       5 * time.Minute,
+	MaxFileBytes:     10 << 20,
+	MaxSearchResults: 200,
+	MaxListEntries:   1000,
+}
+
+// Options configure a Server. Engine is required; every other zero field
+// has a documented default.
+type Options struct {
+	Engine Engine
+	// Tools names the enabled tools; nil enables every implemented tool
+	// (ToolNames). An unknown name is an error, so a typo in configuration
+	// cannot silently change what is offered.
+	Tools []string
+	// Limits bound tool calls; zero fields take DefaultLimits.
+	Limits Limits
+	// Log receives one record per tool call (name, duration, outcome; never
+	// code or file contents) and every internal error. nil discards. It must
+	// not write to the stdio transport's output.
+	Log *slog.Logger
+	// Version is reported to clients as the server version.
+	Version string
+	// Instructions are offered to the client for the model's system
+	// prompt; "" uses a built-in text describing the tools.
+	Instructions string
+	// ProgressInterval is how often notifications/progress are sent while
+	// a call that carries a progressToken runs; 0 means 2 s.
+	ProgressInterval time.Duration
+	// MaxMessageBytes caps one JSON-RPC message on stdio and one HTTP
+	// request body; 0 means 32 MiB. Larger messages are answered with an
+	// error and skipped; the server keeps serving.
+	MaxMessageBytes int64
+	// LegacyProtocol answers server/discover with -32601 Method not found,
+	// so clients fall back to the initialize handshake (protocol
+	// 2025-11-25). By default mcp-go serves server/discover and clients
+	// that speak 2026-07-28 use it.
+	LegacyProtocol bool
+	// OpenWorld says sandboxes may reach the network; it sets openWorldHint
+	// on the code-running tools.
+	OpenWorld bool
+}
+
+// Server is a configured MCP server. It is safe for concurrent use; the
+// tool calls it serves run concurrently.
+type Server struct {
+	engine    Engine
+	limits    Limits
+	log       *slog.Logger
+	progress  time.Duration
+	maxMsg    int64
+	legacy    bool
+	openWorld bool
+	mcp       *mcpserver.MCPServer
+	toolNames []string
+}
+
+// ToolNames lists every tool this package implements, sorted.
+func ToolNames() []string {
+	names := make([]string, 0, len(toolTable))
+	for _, t := range toolTable {
+		names = append(names, t.name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// NewServer validates opts and builds a Server. Every problem with opts is
+// reported at once.
+func NewServer(opts Options) (*Server, error) {
+	var errs []error
+	if opts.Engine == nil {
+		errs = append(errs, errors.New("no engine"))
+	}
+	lim := opts.Limits
+	if lim.MaxCodeBytes == 0 {
+		lim.MaxCodeBytes = DefaultLimits.MaxCodeBytes
+	}
+	if lim.DefaultTimeout == 0 {
+		lim.DefaultTimeout = DefaultLimits.DefaultTimeout
+	}
+	if lim.MaxTimeout == 0 {
+		lim.MaxTimeout = max(DefaultLimits.MaxTimeout, lim.DefaultTimeout)
+	}
+	if lim.MaxFileBytes == 0 {
+		lim.MaxFileBytes = DefaultLimits.MaxFileBytes
+	}
+	if lim.MaxSearchResults == 0 {
+		lim.MaxSearchResults = DefaultLimits.MaxSearchResults
+	}
+	if lim.MaxListEntries == 0 {
+		lim.MaxListEntries = DefaultLimits.MaxListEntries
+	}
+	if lim.MaxCodeBytes < 0 || lim.MaxFileBytes < 0 || lim.MaxSearchResults < 0 || lim.MaxListEntries < 0 {
+		errs = append(errs, errors.New("negative limit"))
+	}
+	if lim.DefaultTimeout < 0 || lim.MaxTimeout < 0 {
+		errs = append(errs, errors.New("negative timeout"))
+	}
+	if lim.DefaultTimeout > lim.MaxTimeout {
+		errs = append(errs, fmt.Errorf("default timeout %v is above the maximum timeout %v", lim.DefaultTimeout, lim.MaxTimeout))
+	}
+	maxMsg := opts.MaxMessageBytes
+	if maxMsg == 0 {
+		maxMsg = 32 << 20
+	}
+	if maxMsg < 1<<10 {
+		errs = append(errs, fmt.Errorf("max message size %d is below 1 KiB", maxMsg))
+	}
+	enabled := opts.Tools
+	if enabled == nil {
+		enabled = ToolNames()
+	}
+	known := ToolNames()
+	for _, n := range enabled {
+		if !slices.Contains(known, n) {
+			errs = append(errs, fmt.Errorf("unknown tool %q (known: %v)", n, known))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("configuring mcp server: %w", err)
+	}
+
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	progress := opts.ProgressInterval
+	if progress <= 0 {
+		progress = 2 * time.Second
+	}
+	instructions := opts.Instructions
+	if instructions == "" {
+		instructions = defaultInstructions
+	}
+	version := opts.Version
+	if version == "" {
+		version = "dev"
+	}
+	s := &Server{
+		engine:    opts.Engine,
+		limits:    lim,
+		log:       log,
+		progress:  progress,
+		maxMsg:    maxMsg,
+		legacy:    opts.LegacyProtocol,
+		openWorld: opts.OpenWorld,
+	}
+	s.mcp = mcpserver.NewMCPServer("vial", version,
+		mcpserver.WithToolCapabilities(false),
+		mcpserver.WithInstructions(instructions),
+		mcpserver.WithTitle("vial sandbox"),
+		mcpserver.WithRecovery(),
+	)
+	var tools []mcpserver.ServerTool
+	for _, t := range toolTable {
+		if !slices.Contains(enabled, t.name) {
+			continue
+		}
+		tools = append(tools, mcpserver.ServerTool{Tool: t.build(s), Handler: s.wrap(t.name, t.handle)})
+		s.toolNames = append(s.toolNames, t.name)
+	}
+	sort.Strings(s.toolNames)
+	if len(tools) > 0 {
+		s.mcp.AddTools(tools...)
+	}
+	return s, nil
+}
+
+// Tools lists the tools this server offers, sorted.
+func (s *Server) Tools() []string { return slices.Clone(s.toolNames) }
+
+// MCPServer exposes the underlying mcp-go server, for in-process clients
+// and for adding resources or prompts from other packages.
+func (s *Server) MCPServer() *mcpserver.MCPServer { return s.mcp }
+
+// toolDef is one entry of toolTable: how to describe a tool and how to
+// serve it.
+type toolDef struct {
+	name   string
+	build  func(s *Server) mcpgo.Tool
+	handle func(s *Server, ctx context.Context, c *call) (*mcpgo.CallToolResult, error)
+}
+
+// call carries one tool call through its handler; handlers record what the
+// log line should say about it.
+type call struct {
+	req     mcpgo.CallToolRequest
+	outcome string // "" = ok
+	attrs   []slog.Attr
+}
+
+func (c *call) note(attrs ...slog.Attr) { c.attrs = append(c.attrs, attrs...) }
+
+// wrap turns a handler into an mcp-go handler that decodes failures into
+// isError results and logs the call.
+func (s *Server) wrap(name string, h func(*Server, context.Context, *call) (*mcpgo.CallToolResult, error)) mcpserver.ToolHandlerFunc {
+	return func(ctx context.Context, req mcpgo.CallToolRequest) (res *mcpgo.CallToolResult, err error) {
+		start := time.Now()
+		c := &call{req: req}
+		defer func() {
+			if r := recover(); r != nil {
+				s.log.Error("tool handler panicked", "tool", name, "panic", r)
+				res, err = toolFailure("internal error in vial (see the server log)"), nil
+				c.outcome = "internal_error"
+			}
+			level := slog.LevelInfo
+			outcome := c.outcome
+			if outcome == "" {
+				outcome = "ok"
+			}
+			if outcome == "tool_error" || outcome == "internal_error" {
+				level = slog.LevelWarn
+			}
+			attrs := append([]slog.Attr{
+				slog.String("tool", name),
+				slog.Duration("duration", time.Since(start)),
+				slog.String("outcome", outcome),
+			}, c.attrs...)
+			s.log.LogAttrs(context.WithoutCancel(ctx), level, "tool call", attrs...)
+		}()
+		res, herr := h(s, ctx, c)
+		if herr != nil {
+			return s.errorResult(ctx, c, herr), nil
+		}
+		return res, nil
+	}
+}
+
+// toolFailure is an isError result carrying msg for the model.
+func toolFailure(msg string) *mcpgo.CallToolResult {
+	return &mcpgo.CallToolResult{
+		Content: []mcpgo.Content{mcpgo.NewTextContent(sanitize(msg))},
+		IsError: true,
+	}
+}
+
+const defaultInstructions = `vial runs code in hardened, isolated Linux sandboxes with no network by default.
+
+- run_code keeps state between calls (variables, imports, functions, files) in a context, like a notebook kernel. Without context_id it uses one default context per language (python, javascript, bash). create_context gives you extra, separate contexts; stop_context releases one.
+- run_shell runs shell commands in a persistent bash context (the working directory and variables persist).
+- execute_python runs a self-contained script in a fresh throw-away sandbox; nothing persists.
+- Each context has a private /workspace directory. read_file, write_file, list_directory, search_files and delete_file work on it; paths are relative to /workspace (or start with /workspace/). Nothing outside /workspace is reachable.
+- A program that fails is a normal result: read the status line (first line) and the error and traceback. A timeout interrupts the code and the context normally survives; an out-of-memory kill ends the context.`
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
