@@ -378,3 +378,25 @@ func unescape(s string) string {
 	}
 	return s
 }
+
+// LeafOOMKills reads the OOM-kill counter of sandbox id's runtime leaf,
+// which exists for as long as its container does (a detached container
+// that has stopped but is not yet deleted). It is exact where the group's
+// inference is not: cgroup v1 keeps the count only in the leaf.
+func LeafOOMKills(id string) (uint64, error) {
+	file, key := "memory.oom_control", "oom_kill"
+	root := "/sys/fs/cgroup/memory"
+	if Unified() {
+		file, key, root = "memory.events", "oom_kill", "/sys/fs/cgroup"
+	}
+	data, err := os.ReadFile(filepath.Join(root, Parent, id, Leaf, file))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if k, v, ok := strings.Cut(line, " "); ok && k == key {
+			return strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, nil
+}

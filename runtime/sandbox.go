@@ -168,6 +168,11 @@ func (sb *Sandbox) Usage() (Usage, error) {
 		return Usage{}, err
 	}
 	u := Usage{PeakMemory: st.PeakMemory, Memory: st.Memory, CPU: st.CPU, OOMKills: st.OOMKills, MemoryLimit: sb.s.limits.MemoryBytes}
+	// The container is not deleted until Close, so its leaf cgroup's exact
+	// OOM count is still there to read.
+	if n, err := cgroups.LeafOOMKills(sb.ID); err == nil && n > u.OOMKills {
+		u.OOMKills = n
+	}
 	if u.OOMKills == 0 && sb.exited() && cgroups.OOMKilled(st, sb.s.limits.MemoryBytes) {
 		u.OOMKills = 1
 	}
