@@ -1,0 +1,568 @@
+package runtime
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+	"unicode/utf8"
+)
+
+// Defaults for ContextOptions.
+const (
+	DefaultExecTimeout  = 30 * time.Second
+	DefaultGrace        = 2 * time.Second
+	DefaultOutputCap    = 1 << 20
+	DefaultStartTimeout = 30 * time.Second
+	// maxImages bounds the figures one call may return.
+	maxImages = 16
+	// stderrTail is how much of a driver's own stderr is kept for errors.
+	stderrTail = 4 << 10
+)
+
+// ContextOptions describe one context. Zero values take the defaults above.
+type ContextOptions struct {
+	ID          string   // "" means a fresh random ID (see NewContextID)
+	Name        string   // optional, for people
+	Language    Language // required
+	Environment string   // the environment the sandbox was built from
+	Workspace   string   // host directory mounted at /workspace
+	// Timeout applies to a call whose ExecRequest.Timeout is 0. A negative
+	// value means no timeout.
+	Timeout time.Duration
+	// Grace is how long the driver has to answer an interrupt before the
+	// context is killed.
+	Grace time.Duration
+	// OutputCap bounds stdout and stderr of one call each, in bytes. The
+	// driver caps them too; this is the limit vial trusts.
+	OutputCap int
+	// StartTimeout bounds the wait for the driver's ready message.
+	StartTimeout time.Duration
+	Logger       *slog.Logger // nil: slog.Default()
+}
+
+// ContextInfo is a snapshot of a context for listings.
+type ContextInfo struct {
+	ID          string
+	Name        string
+	Language    Language
+	Environment string
+	Version     string // the interpreter's version, as its driver reported it
+	Created     time.Time
+	LastUsed    time.Time
+	Busy        bool // a call is running or queued
+	Dead        bool
+}
+
+// Context is a stateful interpreter session in a sandbox, reached through
+// a Transport to the driver running there. Its methods are safe for
+// concurrent use; calls to Exec run one at a time, in arrival order as far
+// as the Go scheduler allows.
+type Context struct {
+	opts    ContextOptions
+	t       Transport
+	log     *slog.Logger
+	created time.Time
+	version string
+
+	turn  chan struct{} // a token: holding it means running a call
+	write sync.Mutex    // serialises writes to the driver's stdin
+	msgs  chan *wireMsg // messages from the driver; closed at EOF or error
+	rerr  error         // why msgs was closed; read after it is closed
+	quit  chan struct{} // closed with the transport: stops readLoop
+
+	stderrMu sync.Mutex
+	stderr   []byte // the tail of the driver's own stderr
+
+	mu       sync.Mutex
+	lastUsed time.Time
+	waiting  int // calls running or queued
+	dead     string
+	closed   bool
+	nextID   uint64
+}
+
+// NewContextID returns a random context ID: "ctx-" and 16 hex digits, safe
+// as a path component and in URLs.
+func NewContextID() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return "ctx-" + hex.EncodeToString(b[:])
+}
+
+// ValidContextID reports whether id has the form NewContextID produces (or
+// a shape at least as safe: lower-case letters, digits and '-', at most 64).
+func ValidContextID(id string) bool {
+	if id == "" || len(id) > 64 || id[0] == '-' {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// NewContext wraps a transport whose driver has just been started and
+// waits for the driver to say it is ready. On error the transport is
+// closed. The Context owns t from then on: Close closes it.
+func NewContext(ctx context.Context, t Transport, opts ContextOptions) (*Context, error) {
+	if opts.ID == "" {
+		opts.ID = NewContextID()
+	}
+	if opts.Grace <= 0 {
+		opts.Grace = DefaultGrace
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = DefaultExecTimeout
+	}
+	if opts.OutputCap <= 0 {
+		opts.OutputCap = DefaultOutputCap
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = DefaultStartTimeout
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	now := time.Now()
+	c := &Context{
+		opts:     opts,
+		t:        t,
+		log:      log.With("context", opts.ID, "language", string(opts.Language)),
+		created:  now,
+		lastUsed: now,
+		turn:     make(chan struct{}, 1),
+		msgs:     make(chan *wireMsg, 1),
+		quit:     make(chan struct{}),
+	}
+	go c.readLoop()
+	go c.drainStderr()
+
+	timer := time.NewTimer(opts.StartTimeout)
+	defer timer.Stop()
+	fail := func(format string, args ...any) (*Context, error) {
+		c.closeTransport()
+		msg := fmt.Sprintf(format, args...)
+		if tail := c.stderrTail(); tail != "" {
+			msg += ": " + tail
+		}
+		return nil, fmt.Errorf("starting %s context: %s: %w", opts.Language, msg, ErrUnavailable)
+	}
+	select {
+	case m, ok := <-c.msgs:
+		if !ok {
+			// Give the stderr drain a moment to catch the driver's last words.
+			select {
+			case <-t.Done():
+			case <-time.After(100 * time.Millisecond):
+			}
+			time.Sleep(20 * time.Millisecond)
+			return fail("driver exited before it was ready (%v)", c.rerr)
+		}
+		if m.Kind != kindReady {
+			return fail("driver sent %q before ready", m.Kind)
+		}
+		c.version = m.str("version")
+	case <-timer.C:
+		return fail("driver not ready after %v", opts.StartTimeout)
+	case <-ctx.Done():
+		c.closeTransport()
+		return nil, fmt.Errorf("starting %s context: %w", opts.Language, ctx.Err())
+	}
+	return c, nil
+}
+
+// ID returns the context's ID.
+func (c *Context) ID() string { return c.opts.ID }
+
+// Language returns the context's language.
+func (c *Context) Language() Language { return c.opts.Language }
+
+// Workspace returns the host directory mounted at /workspace in the
+// context's sandbox ("" if the transport has none).
+func (c *Context) Workspace() string { return c.opts.Workspace }
+
+// Info returns a snapshot of the context's state.
+func (c *Context) Info() ContextInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return ContextInfo{
+		ID:          c.opts.ID,
+		Name:        c.opts.Name,
+		Language:    c.opts.Language,
+		Environment: c.opts.Environment,
+		Version:     c.version,
+		Created:     c.created,
+		LastUsed:    c.lastUsed,
+		Busy:        c.waiting > 0,
+		Dead:        c.dead != "",
+	}
+}
+
+// Dead reports whether the context can no longer run code, and why.
+func (c *Context) Dead() (bool, string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dead != "", c.dead
+}
+
+// Close kills the driver and releases the sandbox. Calls in progress end
+// with Dead set. It is safe to call more than once.
+func (c *Context) Close() error {
+	c.mu.Lock()
+	if c.dead == "" {
+		c.dead = "it was stopped"
+	}
+	c.mu.Unlock()
+	return c.closeTransport()
+}
+
+func (c *Context) closeTransport() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	c.mu.Unlock()
+	close(c.quit)
+	return c.t.Close()
+}
+
+func (c *Context) markDead(reason string) {
+	c.mu.Lock()
+	if c.dead == "" {
+		c.dead = reason
+	}
+	c.mu.Unlock()
+	if err := c.closeTransport(); err != nil {
+		c.log.Warn("closing dead context", "err", err)
+	}
+}
+
+func (c *Context) readLoop() {
+	r := bufio.NewReaderSize(c.t.Stdout(), 64<<10)
+	defer close(c.msgs)
+	for {
+		m, err := readWireMsg(r)
+		if err != nil {
+			select {
+			case <-c.quit:
+				err = io.EOF // closed by us
+			default:
+			}
+			if err != io.EOF {
+				c.log.Warn("reading from driver", "err", err)
+			}
+			c.rerr = err
+			return
+		}
+		select {
+		case c.msgs <- m:
+		case <-c.quit:
+			c.rerr = io.EOF
+			return
+		}
+	}
+}
+
+func (c *Context) drainStderr() {
+	buf := make([]byte, 4096)
+	rd := c.t.Stderr()
+	if rd == nil {
+		return
+	}
+	for {
+		n, err := rd.Read(buf)
+		if n > 0 {
+			c.stderrMu.Lock()
+			c.stderr = append(c.stderr, buf[:n]...)
+			if len(c.stderr) > stderrTail {
+				c.stderr = append(c.stderr[:0], c.stderr[len(c.stderr)-stderrTail:]...)
+			}
+			c.stderrMu.Unlock()
+			c.log.Debug("driver stderr", "text", strings.TrimSpace(string(buf[:n])))
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (c *Context) stderrTail() string {
+	c.stderrMu.Lock()
+	defer c.stderrMu.Unlock()
+	s := strings.TrimSpace(strings.ToValidUTF8(string(c.stderr), "\uFFFD"))
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 && len(s)-i < 200 {
+		// The last line usually says it all ("python3: not found").
+		return s[i+1:]
+	}
+	if len(s) > 500 {
+		s = "..." + s[len(s)-500:]
+	}
+	return s
+}
+
+// Exec runs one call. Calls on one context run one at a time; a caller
+// waits for its turn until ctx is done. A failing program is described in
+// the result; the error is non-nil only when the call could not be made:
+// the context is dead (ErrNotFound class), ctx ended (ctx.Err()), or the
+// request is invalid (ErrInvalid).
+//
+// At the call's timeout the driver is sent SIGINT and has the context's
+// grace period to answer (TimedOut set); if it does not, the context is
+// killed (TimedOut and Dead set). If ctx ends while the code runs, the
+// code is interrupted the same way in the background and Exec returns at
+// once; the next call waits until that has settled.
+func (c *Context) Exec(ctx context.Context, req ExecRequest) (ExecResult, error) {
+	if !utf8.ValidString(req.Code) {
+		return ExecResult{}, fmt.Errorf("code is not valid UTF-8: %w", ErrInvalid)
+	}
+	c.mu.Lock()
+	c.waiting++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.waiting--
+		c.lastUsed = time.Now()
+		c.mu.Unlock()
+	}()
+	select {
+	case c.turn <- struct{}{}:
+	case <-ctx.Done():
+		return ExecResult{}, ctx.Err()
+	}
+	release := true
+	defer func() {
+		if release {
+			<-c.turn
+		}
+	}()
+	c.mu.Lock()
+	dead := c.dead
+	c.nextID++
+	id := c.nextID
+	c.lastUsed = time.Now()
+	c.mu.Unlock()
+	if dead == "" {
+		select {
+		case <-c.t.Done():
+			// It died between calls (an OOM kill of a background process
+			// takes the sandbox with it, a crash, a kill from outside).
+			dead = "its process exited"
+			if u, err := c.t.Usage(); err == nil && u.OOMKills > 0 {
+				dead = "it was killed for running out of memory"
+			}
+			c.markDead(dead)
+		default:
+		}
+	}
+	if dead != "" {
+		return ExecResult{}, fmt.Errorf("context %s is dead: %s: %w", c.opts.ID, dead, ErrNotFound)
+	}
+
+	timeout := req.Timeout
+	if timeout == 0 {
+		timeout = c.opts.Timeout
+	}
+	start := time.Now()
+	written := make(chan error, 1)
+	go func() {
+		msg := wireMsg{Kind: kindExec, ID: id, Fields: []wireField{{"code", []byte(req.Code)}}}
+		c.write.Lock()
+		_, err := c.t.Stdin().Write(msg.encode())
+		c.write.Unlock()
+		written <- err
+	}()
+
+	w := &waiter{c: c, id: id, start: start}
+	if timeout > 0 {
+		w.deadline = time.NewTimer(timeout)
+		defer w.deadline.Stop()
+	}
+	res, done := w.wait(ctx.Done(), written)
+	if done {
+		return res, nil
+	}
+	// ctx ended mid-call: interrupt in the background, keeping the turn
+	// until the driver has answered or been killed.
+	release = false
+	go func() {
+		defer func() { <-c.turn }()
+		if !w.interrupted {
+			w.interrupt()
+		}
+		w.wait(nil, nil)
+	}()
+	return ExecResult{}, ctx.Err()
+}
+
+// waiter is the state of one call waiting for its answer.
+type waiter struct {
+	c           *Context
+	id          uint64
+	start       time.Time
+	deadline    *time.Timer
+	grace       <-chan time.Time
+	interrupted bool
+}
+
+func (w *waiter) interrupt() {
+	w.interrupted = true
+	if err := w.c.t.Signal(context.Background(), syscall.SIGINT); err != nil {
+		w.c.log.Warn("interrupting driver", "err", err)
+	}
+	w.grace = time.After(w.c.opts.Grace)
+}
+
+// wait waits for the call's answer. It returns done=false only when cancel
+// is closed first.
+func (w *waiter) wait(cancel <-chan struct{}, written <-chan error) (ExecResult, bool) {
+	c := w.c
+	var deadline <-chan time.Time
+	if w.deadline != nil && !w.interrupted {
+		deadline = w.deadline.C
+	}
+	for {
+		select {
+		case m, ok := <-c.msgs:
+			if !ok {
+				return w.died(c.rerr), true
+			}
+			if m.Kind != kindResult || m.ID != w.id {
+				c.log.Warn("unexpected message from driver", "kind", m.Kind, "id", m.ID, "want", w.id)
+				res := w.deadResult(false)
+				c.markDead("its driver broke the protocol")
+				return res, true
+			}
+			return w.result(m), true
+		case err := <-written:
+			written = nil
+			if err != nil {
+				// The driver is gone or going; its reader will tell.
+				c.log.Debug("writing to driver", "err", err)
+			}
+		case <-deadline:
+			deadline = nil
+			w.interrupt()
+		case <-w.grace:
+			res := w.deadResult(true)
+			c.markDead(fmt.Sprintf("it did not answer an interrupt within %v and was killed", c.opts.Grace))
+			return res, true
+		case <-c.t.Done():
+			// The driver exited. Let the reader deliver what it had.
+			select {
+			case m, ok := <-c.msgs:
+				if ok && m.Kind == kindResult && m.ID == w.id {
+					res := w.result(m)
+					res.Dead = true
+					c.markDead("its process exited")
+					return res, true
+				}
+				return w.died(c.rerr), true
+			case <-time.After(time.Second):
+				return w.died(nil), true
+			}
+		case <-cancel:
+			return ExecResult{}, false
+		}
+	}
+}
+
+func (w *waiter) died(err error) ExecResult {
+	reason := "its process exited"
+	if err != nil && err != io.EOF {
+		reason = fmt.Sprintf("its driver broke the protocol (%v)", err)
+	}
+	res := w.deadResult(false)
+	w.c.markDead(reason)
+	return res
+}
+
+// deadResult describes a call whose context died under it. It reads the
+// sandbox's usage, so it must run before markDead tears the sandbox down.
+func (w *waiter) deadResult(killed bool) ExecResult {
+	res := ExecResult{
+		Dead:       true,
+		TimedOut:   w.interrupted,
+		Duration:   time.Since(w.start),
+		ExitStatus: 1,
+	}
+	if u, err := w.c.t.Usage(); err == nil {
+		res.PeakMemory = u.PeakMemory
+		res.OOMKilled = u.OOMKills > 0
+	}
+	if killed || res.OOMKilled {
+		res.ExitStatus = 128 + int(syscall.SIGKILL)
+	}
+	return res
+}
+
+func (w *waiter) result(m *wireMsg) ExecResult {
+	c := w.c
+	capN := c.opts.OutputCap
+	res := ExecResult{
+		Duration:   time.Since(w.start),
+		TimedOut:   w.interrupted,
+		ExitStatus: int(m.int("exit_status")),
+		CPUTime:    time.Duration(m.int("cpu_ns")),
+		PeakMemory: uint64(max(m.int("peak_rss"), 0)),
+	}
+	var tr bool
+	res.Stdout, tr = capText(m.str("stdout"), capN)
+	res.StdoutTruncated = tr || m.flag("stdout_truncated")
+	res.Stderr, tr = capText(m.str("stderr"), capN)
+	res.StderrTruncated = tr || m.flag("stderr_truncated")
+	if v, ok := m.get("value"); ok {
+		res.HasValue = true
+		res.Value, _ = capText(string(v), capN)
+	}
+	if name, ok := m.get("error_name"); ok {
+		e := &ExecError{Name: string(name)}
+		e.Name, _ = capText(e.Name, 256)
+		e.Message, _ = capText(m.str("error_message"), capN)
+		e.Traceback, _ = capText(m.str("traceback"), capN)
+		res.Error = e
+		if res.ExitStatus == 0 && c.opts.Language != Bash {
+			res.ExitStatus = 1
+		}
+	}
+	for _, f := range m.Fields {
+		if f.Name == "image_png" && len(res.Images) < maxImages {
+			res.Images = append(res.Images, Image{MIMEType: "image/png", Data: f.Data})
+		}
+	}
+	if u, err := c.t.Usage(); err == nil && u.PeakMemory > 0 {
+		// The cgroup's figure covers every process in the sandbox.
+		res.PeakMemory = u.PeakMemory
+	}
+	if m.flag("exited") {
+		res.Dead = true
+		c.markDead("its session ended")
+	}
+	return res
+}
+
+// capText cuts s to at most n bytes on a rune boundary and replaces
+// invalid UTF-8 with U+FFFD.
+func capText(s string, n int) (string, bool) {
+	cut := false
+	if len(s) > n {
+		i := n
+		for i > 0 && i > n-utf8.UTFMax && !utf8.RuneStart(s[i]) {
+			i--
+		}
+		s, cut = s[:i], true
+	}
+	return strings.ToValidUTF8(s, "\uFFFD"), cut
+}

@@ -1,0 +1,566 @@
+"""vial's Python driver: a persistent interpreter session behind a pipe.
+
+Runs as the sandbox's init process. vial writes requests on our stdin and
+reads answers on our stdout, framed as described in drivers/README.md. The
+protocol descriptors are moved to private, close-on-exec fds at start; fds
+1 and 2 then point at capture pipes, so nothing the user code or its
+subprocesses print can reach the protocol stream.
+
+Standard library only; Python 3.9+.
+"""
+
+import ast
+import builtins
+import linecache
+import os
+import resource
+import signal
+import sys
+import threading
+import time
+import traceback
+import types
+import warnings
+
+CAP = int(os.environ.get("VIAL_OUTPUT_CAP", str(1 << 20)))
+VALUE_CAP = CAP
+MAX_IMAGES = 16
+DRIVER_FILE = os.path.abspath(__file__)
+SENTINEL = ("\x00vial-end-%s\x00" % os.urandom(12).hex()).encode()
+
+# --- protocol fds -----------------------------------------------------------
+
+# os.dup returns non-inheritable fds: user subprocesses never see them.
+_proto_in = os.fdopen(os.dup(0), "rb", buffering=1 << 16)
+_proto_out_fd = os.dup(1)
+_devnull = os.open(os.devnull, os.O_RDWR)
+os.dup2(_devnull, 0)
+os.close(_devnull)
+_proto_lock = threading.Lock()
+
+
+def send(kind, mid, fields):
+    parts = [("vial1 %s %d\n" % (kind, mid)).encode()]
+    for name, data in fields:
+        if isinstance(data, str):
+            data = data.encode("utf-8", "surrogateescape")
+        parts.append(("%s %d\n" % (name, len(data))).encode())
+        parts.append(data)
+        parts.append(b"\n")
+    parts.append(b"end\n")
+    buf = memoryview(b"".join(parts))
+    with _proto_lock:
+        while buf:
+            n = os.write(_proto_out_fd, buf)
+            buf = buf[n:]
+
+
+def _readline():
+    line = _proto_in.readline(512)
+    if not line:
+        return None
+    if not line.endswith(b"\n"):
+        raise ValueError("protocol line too long or truncated")
+    return line[:-1].decode("ascii")
+
+
+def receive():
+    """Returns (kind, id, {name: bytes}) or None at end of input."""
+    hdr = _readline()
+    if hdr is None:
+        return None
+    magic, kind, mid = hdr.split(" ")
+    if magic != "vial1":
+        raise ValueError("bad header %r" % hdr)
+    fields = {}
+    while True:
+        line = _readline()
+        if line is None:
+            raise ValueError("end of input inside a message")
+        if line == "end":
+            return kind, int(mid), fields
+        name, n = line.split(" ")
+        n = int(n)
+        data = _proto_in.read(n + 1)
+        if len(data) != n + 1 or data[-1:] != b"\n":
+            raise ValueError("truncated field %r" % name)
+        fields[name] = data[:-1]
+
+
+# --- output capture ---------------------------------------------------------
+
+
+class Capture:
+    """Drains one pipe in a thread, keeping at most CAP bytes per call.
+
+    A call's output ends at SENTINEL, which the driver writes to the fd
+    after the code finished: every byte written before it (by Python or by
+    a subprocess that exited) belongs to the call. Bytes a background
+    process writes later go to the next call.
+    """
+
+    def __init__(self, fd):
+        r, w = os.pipe()  # both non-inheritable
+        self.w = w
+        self.fd = fd
+        self.r = r
+        self.cond = threading.Condition()
+        self.buf = bytearray()
+        self.truncated = False
+        self.done = []  # finished segments
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def attach(self):
+        """Points fd at the pipe (again: user code may have moved it)."""
+        os.dup2(self.w, self.fd)  # dup2 makes it inheritable, as it should be
+
+    def _add(self, data):
+        room = CAP - len(self.buf)
+        if len(data) > room:
+            self.truncated = True
+            data = data[:max(room, 0)]
+        self.buf += data
+
+    def _drain(self):
+        try:
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+        except (AttributeError, OSError):
+            pass
+        keep = len(SENTINEL) - 1
+        pending = b""
+        while True:
+            try:
+                chunk = os.read(self.r, 1 << 16)
+            except InterruptedError:
+                continue
+            if not chunk:
+                return
+            pending += chunk
+            with self.cond:
+                while True:
+                    i = pending.find(SENTINEL)
+                    if i < 0:
+                        break
+                    self._add(pending[:i])
+                    pending = pending[i + len(SENTINEL):]
+                    self.done.append((bytes(self.buf), self.truncated))
+                    self.buf = bytearray()
+                    self.truncated = False
+                    self.cond.notify_all()
+                if len(pending) > keep:
+                    self._add(pending[:-keep])
+                    pending = pending[-keep:]
+
+    def finish(self, timeout=2.0):
+        """Ends the current call's segment and returns (bytes, truncated)."""
+        try:
+            os.write(self.w, SENTINEL)
+        except OSError:
+            pass
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while not self.done:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    # The drain thread is stuck; take what it has.
+                    out, tr = bytes(self.buf), self.truncated
+                    self.buf, self.truncated = bytearray(), False
+                    return out, tr
+                self.cond.wait(left)
+            return self.done.pop(0)
+
+
+# --- interrupts, process group, zombies ---------------------------------------
+
+_in_user_code = False
+
+
+def _pgroup_members():
+    """Other processes in our process group (the user's subprocesses)."""
+    me, pgrp, out = os.getpid(), os.getpgrp(), []
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return out
+    for name in names:
+        if not name.isdigit() or int(name) == me:
+            continue
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                stat = f.read()
+            # Fields after the ")" that ends the command name.
+            rest = stat[stat.rindex(b")") + 2:].split()
+            if int(rest[2]) == pgrp:
+                out.append(int(name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return out
+
+
+def _on_sigint(signum, frame):
+    # Interrupt foreground subprocesses too (os.system, subprocess.run):
+    # vial only signals us, the sandbox's init. Each is signalled by pid
+    # rather than with killpg so that we do not signal ourselves again.
+    if os.getpgrp() == os.getpid():
+        for pid in _pgroup_members():
+            try:
+                os.kill(pid, signal.SIGINT)
+            except OSError:
+                pass
+    if _in_user_code:
+        raise KeyboardInterrupt
+    # Between calls an interrupt has nothing to stop.
+
+
+# Popen objects the user holds: their zombies are theirs to wait for.
+import weakref  # noqa: E402
+
+_user_children = weakref.WeakValueDictionary()
+
+
+def _track_popen():
+    import subprocess
+
+    orig = subprocess.Popen.__init__
+
+    def __init__(self, *args, **kwargs):
+        orig(self, *args, **kwargs)
+        try:
+            _user_children[self.pid] = self
+        except (AttributeError, TypeError):
+            pass
+
+    subprocess.Popen.__init__ = __init__
+
+    # os.system ignores SIGINT while it waits, so a timed-out
+    # os.system('sleep 60') could not be interrupted. This version can:
+    # the KeyboardInterrupt kills the child. It returns the same wait
+    # status.
+    def system(command):
+        with subprocess.Popen(command, shell=True) as p:
+            try:
+                rc = p.wait()
+            except BaseException:
+                p.kill()
+                raise
+        return rc << 8 if rc >= 0 else -rc
+
+    os.system = system
+
+
+def _reaper():
+    """Reaps orphaned zombies, which the kernel hands to pid 1.
+
+    waitpid(-1) would steal the exit status of children the user code is
+    about to wait for (subprocess.Popen.wait, os.system, os.waitpid). So
+    this thread only reaps, by pid, a child that has been a zombie for a
+    whole scan interval (a waiting parent collects its child within
+    microseconds) and that no live subprocess.Popen object owns. A user who
+    forks by hand and waits more than a second after the child exited can
+    still lose the status; that is the price of not leaking pids.
+    """
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+    except (AttributeError, OSError):
+        pass
+    seen = set()
+    while True:
+        time.sleep(1.0)
+        zombies = set()
+        try:
+            tasks = os.listdir("/proc/self/task")
+        except OSError:
+            continue
+        kids = set()
+        for t in tasks:
+            try:
+                with open("/proc/self/task/%s/children" % t) as f:
+                    kids.update(int(p) for p in f.read().split())
+            except (OSError, ValueError):
+                pass
+        for pid in kids:
+            try:
+                with open("/proc/%d/stat" % pid, "rb") as f:
+                    stat = f.read()
+                if stat[stat.rindex(b")") + 2:][:1] == b"Z":
+                    zombies.add(pid)
+            except (OSError, ValueError):
+                pass
+        for pid in zombies & seen:
+            owner = _user_children.get(pid)
+            if owner is not None and owner.returncode is None:
+                continue
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except OSError:
+                pass
+        seen = zombies
+
+
+# --- matplotlib -----------------------------------------------------------------
+
+_images = []
+
+
+def _grab_figures():
+    """Renders every open pyplot figure to PNG and closes it."""
+    plt = sys.modules.get("matplotlib.pyplot")
+    if plt is None:
+        return
+    import io
+
+    try:
+        for num in plt.get_fignums():
+            if len(_images) >= MAX_IMAGES:
+                break
+            fig = plt.figure(num)
+            b = io.BytesIO()
+            fig.savefig(b, format="png", bbox_inches="tight")
+            _images.append(b.getvalue())
+        plt.close("all")
+    except Exception as e:  # a broken figure must not break the call
+        sys.stderr.write("vial: capturing figures: %r\n" % (e,))
+
+
+def _patch_pyplot(plt):
+    def show(*args, **kwargs):
+        _grab_figures()
+
+    plt.show = show
+
+
+class _PyplotHook:
+    """A meta path finder that patches pyplot.show as pyplot is imported,
+    so that even the call that first imports it gets the patched show. It
+    never imports matplotlib itself."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "matplotlib.pyplot":
+            return None
+        import importlib.machinery
+
+        spec = importlib.machinery.PathFinder.find_spec(name, path)
+        if spec is None or spec.loader is None:
+            return spec
+        loader = spec.loader
+        orig = loader.exec_module
+
+        def exec_module(module):
+            orig(module)
+            _patch_pyplot(module)
+
+        loader.exec_module = exec_module
+        return spec
+
+
+# --- running code ------------------------------------------------------------
+
+_main = types.ModuleType("__main__")
+_main.__dict__["__builtins__"] = builtins
+user_globals = _main.__dict__
+_loop = None
+_cell = 0
+
+
+def _compile(code):
+    """Compiles code; returns (body, last_expr) code objects."""
+    global _cell
+    _cell += 1
+    filename = "<cell %d>" % _cell
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    flags = getattr(ast, "PyCF_ALLOW_TOP_LEVEL_AWAIT", 0)
+    tree = compile(code, filename, "exec", ast.PyCF_ONLY_AST | flags, dont_inherit=True)
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = ast.Expression(tree.body.pop().value)
+    body = compile(tree, filename, "exec", flags, dont_inherit=True)
+    if last is not None:
+        last = compile(last, filename, "eval", flags, dont_inherit=True)
+    return body, last
+
+
+def _run(codeobj):
+    res = eval(codeobj, user_globals)
+    if codeobj.co_flags & 0x80:  # CO_COROUTINE: top-level await
+        global _loop
+        import asyncio
+
+        if _loop is None:
+            _loop = asyncio.new_event_loop()
+        res = _loop.run_until_complete(res)
+    return res
+
+
+def _drop_driver_frames(te, seen):
+    """Removes the driver's own frames (the exec call, the SIGINT
+    handler) from a TracebackException and the exceptions chained to it."""
+    if te is None or id(te) in seen:
+        return
+    seen.add(id(te))
+    frames = [f for f in te.stack if os.path.abspath(f.filename) != DRIVER_FILE]
+    te.stack = traceback.StackSummary.from_list(frames)
+    _drop_driver_frames(te.__cause__, seen)
+    _drop_driver_frames(te.__context__, seen)
+    for sub in getattr(te, "exceptions", None) or ():
+        _drop_driver_frames(sub, seen)
+
+
+def _error_fields(e):
+    t = type(e)
+    name = t.__qualname__
+    if t.__module__ not in ("builtins", "__main__"):
+        name = "%s.%s" % (t.__module__, name)
+    try:
+        msg = str(e)
+    except Exception:
+        msg = "<unprintable %s>" % t.__name__
+    try:
+        te = traceback.TracebackException(t, e, e.__traceback__)
+        _drop_driver_frames(te, set())
+        tb = "".join(te.format())
+    except Exception:
+        tb = "".join(traceback.format_exception(t, e, e.__traceback__))
+    return [("error_name", name), ("error_message", msg), ("traceback", tb)]
+
+
+def _cap(s):
+    b = s.encode("utf-8", "surrogateescape")
+    if len(b) > VALUE_CAP:
+        return b[:VALUE_CAP], True
+    return b, False
+
+
+def execute(code, out, err):
+    global _in_user_code
+    fields = []
+    status = 0
+    ru0 = resource.getrusage(resource.RUSAGE_SELF)
+    rc0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    try:
+        _in_user_code = True
+        body, last = _compile(code)
+        _run(body)
+        value = _run(last) if last is not None else None
+        _in_user_code = False
+        if value is not None:
+            v, tr = _cap(repr(value))
+            fields.append(("value", v))
+            if tr:
+                fields.append(("value_truncated", "1"))
+    except SystemExit as e:
+        _in_user_code = False
+        code_ = e.code
+        if code_ is None:
+            status = 0
+        elif isinstance(code_, int):
+            status = code_
+        else:
+            status = 1
+            sys.stderr.write("%s\n" % (code_,))
+        if status != 0:
+            fields += _error_fields(e)
+    except BaseException as e:  # noqa: B036 - KeyboardInterrupt included
+        _in_user_code = False
+        status = 1
+        if isinstance(e, SyntaxError):
+            e.__traceback__ = None
+        fields += _error_fields(e)
+    _in_user_code = False
+    try:
+        _grab_figures()
+    except BaseException:
+        pass
+    ru1 = resource.getrusage(resource.RUSAGE_SELF)
+    rc1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (ru1.ru_utime + ru1.ru_stime - ru0.ru_utime - ru0.ru_stime
+           + rc1.ru_utime + rc1.ru_stime - rc0.ru_utime - rc0.ru_stime)
+    fields.append(("exit_status", str(status)))
+    fields.append(("cpu_ns", str(int(cpu * 1e9))))
+    fields.append(("peak_rss", str(ru1.ru_maxrss * 1024)))
+    return fields
+
+
+def _reset_streams(out, err):
+    """Gives each call a fresh view of stdout/stderr on the capture pipes."""
+    out.attach()
+    err.attach()
+    for s in (sys.stdout, sys.stderr):
+        try:
+            s.flush()
+        except Exception:
+            pass
+    sys.stdout, sys.stderr = _stdout, _stderr
+
+
+def main():
+    global _stdout, _stderr
+    import io
+
+    try:
+        os.setsid()  # our own process group, so an interrupt can reach it
+    except OSError:
+        pass  # already a group leader
+    out, err = Capture(1), Capture(2)
+    out.attach()
+    err.attach()
+    _stdout = io.TextIOWrapper(io.FileIO(1, "w", closefd=False), encoding="utf-8",
+                               errors="backslashreplace", line_buffering=False)
+    _stderr = io.TextIOWrapper(io.FileIO(2, "w", closefd=False), encoding="utf-8",
+                               errors="backslashreplace", line_buffering=True)
+    sys.stdout, sys.stderr = _stdout, _stderr
+    sys.__stdout__, sys.__stderr__ = _stdout, _stderr
+    sys.stdin = open(os.devnull)
+
+    # The user's view: the REPL's sys.path (cwd first, not our directory).
+    if sys.path and os.path.abspath(sys.path[0] or ".") == os.path.dirname(DRIVER_FILE):
+        sys.path[0] = ""
+    sys.argv = [""]
+    sys.modules["__main__"] = _main
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    warnings.filterwarnings("ignore", message=".*(non-interactive|non-GUI backend).*")
+    sys.meta_path.insert(0, _PyplotHook())
+    _track_popen()
+    signal.signal(signal.SIGINT, _on_sigint)
+    # pid 1 ignores signals it has no handler for; let SIGTERM end us.
+    signal.signal(signal.SIGTERM, lambda s, f: os._exit(143))
+    if os.getpid() == 1:
+        threading.Thread(target=_reaper, daemon=True).start()
+
+    send("ready", 0, [("language", "python"),
+                      ("version", "%d.%d.%d" % sys.version_info[:3])])
+    while True:
+        try:
+            msg = receive()
+        except KeyboardInterrupt:
+            continue
+        if msg is None:
+            return
+        kind, mid, fields = msg
+        if kind != "exec":
+            send("result", mid, [("error_name", "ProtocolError"),
+                                 ("error_message", "unknown request %r" % kind),
+                                 ("exit_status", "1")])
+            continue
+        code = fields.get("code", b"").decode("utf-8", "replace")
+        _reset_streams(out, err)
+        del _images[:]
+        res = execute(code, out, err)
+        for s in (sys.stdout, sys.stderr):
+            try:
+                s.flush()
+            except BaseException:
+                pass
+        so, so_tr = out.finish()
+        se, se_tr = err.finish()
+        res += [("stdout", so), ("stderr", se)]
+        if so_tr:
+            res.append(("stdout_truncated", "1"))
+        if se_tr:
+            res.append(("stderr_truncated", "1"))
+        res += [("image_png", png) for png in _images]
+        del _images[:]
+        send("result", mid, res)
+
+
+if __name__ == "__main__":
+    main()
