@@ -1,6 +1,5 @@
 package rootfs
 
-//go:generate cp ../scripts/build-rootfs.sh build-rootfs.sh
 
 import (
 	"context"
@@ -17,8 +16,9 @@ import (
 	"time"
 )
 
-// buildScript is scripts/build-rootfs.sh, embedded so an installed vial
-// can build images without the source tree (a test keeps the two equal).
+// buildScript is build-rootfs.sh (scripts/build-rootfs.sh runs it from the
+// command line), embedded so an installed vial can build images without
+// the source tree.
 //
 //go:embed build-rootfs.sh
 var buildScript []byte

@@ -432,15 +432,12 @@ func TestRecipeFor(t *testing.T) {
 	}
 }
 
-// TestBuildScriptEmbedded keeps rootfs/build-rootfs.sh (embedded) equal to
-// scripts/build-rootfs.sh and its recipe list equal to Recipes().
+// TestBuildScriptEmbedded checks the embedded build script through its
+// command-line entry point scripts/build-rootfs.sh: its recipe list equals
+// Recipes() and it refuses hostile package lists.
 func TestBuildScriptEmbedded(t *testing.T) {
-	src, err := os.ReadFile("../scripts/build-rootfs.sh")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(src) != string(buildScript) {
-		t.Fatal("rootfs/build-rootfs.sh differs from scripts/build-rootfs.sh; run go generate ./rootfs")
+	if len(buildScript) == 0 {
+		t.Fatal("build script not embedded")
 	}
 	out, err := exec.Command("bash", "../scripts/build-rootfs.sh", "--list").Output()
 	if err != nil {
