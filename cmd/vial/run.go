@@ -188,19 +188,7 @@ func applyAgent(g *globals, fs *flag.FlagSet, configDir, agent string, sets []st
 	if !set["image"] && res.Image != "" {
 		*image = res.Image
 	}
-	if !set["memory"] {
-		req.Limits.MemoryBytes = res.MemoryBytes
-	}
-	if !set["cpus"] {
-		req.Limits.CPUs = res.CPUs
-	}
-	if !set["pids"] {
-		req.Limits.Pids = res.PidsLimit
-	}
-	if !set["tmp"] {
-		req.Limits.TmpBytes = res.TmpBytes
-	}
-	req.Limits.DiskBytes = res.DiskBytes
+	limitsFromConfig(res, set, &req.Limits)
 	if !set["timeout"] {
 		req.Timeout = res.Timeout()
 	}
@@ -213,4 +201,22 @@ func applyAgent(g *globals, fs *flag.FlagSet, configDir, agent string, sets []st
 	}
 	req.Env = append(env, req.Env...) // --env entries come later and win
 	return nil
+}
+
+// limitsFromConfig sets l from a resolved configuration, except the limits
+// whose flag the operator typed (set holds the flag names given).
+func limitsFromConfig(res *config.Resolved, set map[string]bool, l *runtime.Limits) {
+	if !set["memory"] {
+		l.MemoryBytes = res.MemoryBytes
+	}
+	if !set["cpus"] {
+		l.CPUs = res.CPUs
+	}
+	if !set["pids"] {
+		l.Pids = res.PidsLimit
+	}
+	if !set["tmp"] {
+		l.TmpBytes = res.TmpBytes
+	}
+	l.DiskBytes = res.DiskBytes
 }

@@ -36,19 +36,7 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 	if !set["image"] && res.Image != "" {
 		cfg.Image = res.Image
 	}
-	if !set["memory"] {
-		cfg.Limits.MemoryBytes = res.MemoryBytes
-	}
-	if !set["cpus"] {
-		cfg.Limits.CPUs = res.CPUs
-	}
-	if !set["pids"] {
-		cfg.Limits.Pids = res.PidsLimit
-	}
-	if !set["tmp"] {
-		cfg.Limits.TmpBytes = res.TmpBytes
-	}
-	cfg.Limits.DiskBytes = res.DiskBytes
+	limitsFromConfig(res, set, &cfg.Limits)
 	if t := res.Timeout(); t > 0 {
 		if !set["timeout"] {
 			cfg.MCP.Limits.DefaultTimeout = t
