@@ -483,6 +483,8 @@ func (w *waiter) died(err error) ExecResult {
 	reason := "its process exited"
 	if err != nil && err != io.EOF {
 		reason = fmt.Sprintf("its driver broke the protocol (%v)", err)
+	} else if u, uerr := w.c.t.Usage(); uerr == nil && u.OOMKills > 0 {
+		reason = "it was killed for running out of memory"
 	}
 	res := w.deadResult(false)
 	w.c.markDead(reason)

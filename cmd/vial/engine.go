@@ -2,9 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
@@ -47,7 +47,7 @@ func resolveImage(stateDir, name string) (*rootfs.Image, error) {
 		return rootfs.Host(stateDir)
 	case filepath.IsAbs(name):
 		return rootfs.Dir(name)
-	case name[0] == '.' || containsSlashPath(name):
+	case name[0] == '.' || strings.ContainsRune(name, '/'):
 		return nil, fmt.Errorf("image %q: %w: a directory image must be given as an absolute path", name, rootfs.ErrInvalid)
 	}
 	st, err := rootfs.OpenStore(stateDir)
@@ -55,19 +55,4 @@ func resolveImage(stateDir, name string) (*rootfs.Image, error) {
 		return nil, err
 	}
 	return st.Resolve(name)
-}
-
-func containsSlashPath(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '/' {
-			return true
-		}
-	}
-	return false
-}
-
-// errorClass names an error's class for one-line messages.
-func isUserError(err error) bool {
-	return errors.Is(err, runtime.ErrInvalid) || errors.Is(err, rootfs.ErrInvalid) ||
-		errors.Is(err, runtime.ErrNotFound) || errors.Is(err, rootfs.ErrNotFound)
 }

@@ -151,12 +151,15 @@ class Capture:
                     self._add(pending[:-keep])
                     pending = pending[-keep:]
 
-    def finish(self, timeout=2.0):
-        """Ends the current call's segment and returns (bytes, truncated)."""
+    def mark(self):
+        """Ends the current call's segment (collect it with finish)."""
         try:
             os.write(self.w, SENTINEL)
         except OSError:
             pass
+
+    def finish(self, timeout=2.0):
+        """Returns the segment ended by mark as (bytes, truncated)."""
         deadline = time.monotonic() + timeout
         with self.cond:
             while not self.done:
@@ -550,6 +553,8 @@ def main():
                 s.flush()
             except BaseException:
                 pass
+        out.mark()
+        err.mark()
         so, so_tr = out.finish()
         se, se_tr = err.finish()
         res += [("stdout", so), ("stderr", se)]
