@@ -1,6 +1,5 @@
 package rootfs
 
-
 import (
 	"context"
 	_ "embed"
