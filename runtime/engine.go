@@ -389,8 +389,7 @@ func (e *Engine) destroy(s *sandbox, containerMayExist bool) error {
 
 // forceDelete kills and deletes container id, tolerating its absence.
 func (e *Engine) forceDelete(ctx context.Context, b *Backend, root, id string) error {
-	kill := b.command(root, "kill", id, "KILL")
-	kill.Run()
+	killContainer(ctx, b, root, id)
 	del := b.command(root, "delete", "--force", id)
 	out, err := runWithContext(ctx, del)
 	if err != nil && !notExist(out) {
@@ -405,11 +404,26 @@ func notExist(out []byte) bool {
 		strings.Contains(s, "no such file") || strings.Contains(s, "not exist")
 }
 
+// killTimeout bounds one `<runtime> kill`. Under a fork storm a runtime's
+// kill can stall; the callers retry or fall back to killing the cgroup.
+const killTimeout = 2 * time.Second
+
+// killContainer sends SIGKILL to container id through the runtime, giving
+// up after killTimeout (or when ctx ends). Errors are ignored: the
+// container may already be gone, and callers check the outcome themselves.
+func killContainer(ctx context.Context, b *Backend, root, id string) {
+	ctx, cancel := context.WithTimeout(ctx, killTimeout)
+	defer cancel()
+	runWithContext(ctx, b.command(root, "kill", id, "KILL"))
+}
+
 // runWithContext runs cmd, killing the CLI if ctx ends, and returns its
-// combined output.
+// combined output. A CLI whose children keep its output open cannot hold
+// the caller beyond a second after it exits or is killed.
 func runWithContext(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
 	var buf strings.Builder
 	cmd.Stdout, cmd.Stderr = &buf, &buf
+	cmd.WaitDelay = time.Second
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}

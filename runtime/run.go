@@ -100,8 +100,7 @@ func (e *Engine) stop(s *sandbox, cmd *exec.Cmd, waited <-chan error) error {
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		kill := s.backend.command(s.root, "kill", s.id, "KILL")
-		kill.Run()
+		killContainer(context.Background(), s.backend, s.root, s.id)
 		select {
 		case err := <-waited:
 			return err
