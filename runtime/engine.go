@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -83,6 +84,9 @@ type Result struct {
 // Engine runs sandboxes. It is safe for concurrent use.
 type Engine struct {
 	stateDir string
+	// tag marks the sandboxes of this state directory in names shared with
+	// other vial instances (cgroups, container ids): see newID.
+	tag      string
 	backends map[string]*Backend
 	log      *slog.Logger
 }
@@ -112,6 +116,12 @@ func New(o Options) (*Engine, error) {
 			return nil, fmt.Errorf("creating state directory: %w", err)
 		}
 	}
+	real, err := filepath.EvalSymlinks(o.StateDir)
+	if err != nil {
+		return nil, fmt.Errorf("resolving state directory: %w", err)
+	}
+	sum := sha256.Sum256([]byte(real))
+	e.tag = hex.EncodeToString(sum[:3])
 	return e, nil
 }
 
@@ -162,11 +172,20 @@ type sandboxMeta struct {
 // disk is checked against it before it becomes a path component.
 var validID = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
 
-func newID() string {
-	var b [6]byte
+// newID names a new sandbox: "v", the state directory's tag, "-" and 40
+// random bits. cgroups live in one host-wide tree (/vial) that several vial
+// instances with different state directories share; the tag is how
+// garbage collection tells its own leftovers from another instance's live
+// sandboxes, which it must never touch.
+func (e *Engine) newID() string {
+	var b [5]byte
 	rand.Read(b[:])
-	return "v" + hex.EncodeToString(b[:])
+	return "v" + e.tag + "-" + hex.EncodeToString(b[:])
 }
+
+// owns reports whether sandbox id was named by an engine on this state
+// directory.
+func (e *Engine) owns(id string) bool { return strings.HasPrefix(id, "v"+e.tag+"-") }
 
 // sandbox is the state shared by Run and Start while a sandbox exists.
 type sandbox struct {
@@ -207,7 +226,7 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 			cu.Clean()
 		}
 	}()
-	s := &sandbox{id: newID(), backend: b, root: e.runtimeRoot(b), limits: lim}
+	s := &sandbox{id: e.newID(), backend: b, root: e.runtimeRoot(b), limits: lim}
 	s.dir = filepath.Join(e.stateDir, "sandboxes", s.id)
 	if err := os.Mkdir(s.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("creating sandbox directory: %w", err)

@@ -99,10 +99,13 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (GCReport, error) {
 			b.Cleanup(root)
 		}
 	}
-	// cgroups with no live sandbox.
+	// cgroups with no live sandbox. Only this state directory's: another
+	// vial instance's sandboxes share the /vial tree, and their directories
+	// are not in ours (the cgroup of one of our orphans whose directory is
+	// gone — its removal failed — carries our tag).
 	ids, _ := cgroups.List()
 	for _, id := range ids {
-		if live[id] || !validID.MatchString(id) {
+		if live[id] || !validID.MatchString(id) || !e.owns(id) {
 			continue
 		}
 		if g, err := cgroups.Load(id); err == nil {
