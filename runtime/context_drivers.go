@@ -25,13 +25,18 @@ var driverFiles = map[Language]string{
 }
 
 // WriteDrivers writes the driver programs into dir (created if missing),
-// for the engine to bind-mount read-only at DriverDir. It is idempotent:
-// files already holding the right bytes are left alone, others are
-// replaced atomically, so sandboxes already running keep a consistent
-// view. Safe for concurrent use with itself on the same dir.
+// for the engine to bind-mount read-only at DriverDir, and with them the
+// sandbox's init: a copy of the running executable, which must therefore
+// call InitMain when started with InitArg (see InitMain for why). It is
+// idempotent: files already holding the right bytes are left alone,
+// others are replaced atomically, so sandboxes already running keep a
+// consistent view. Safe for concurrent use with itself on the same dir.
 func WriteDrivers(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("creating driver directory: %w", err)
+	}
+	if err := installInit(dir); err != nil {
+		return err
 	}
 	return fs.WalkDir(driverFS, "drivers", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
@@ -73,7 +78,8 @@ func WriteDrivers(dir string) error {
 
 // DriverCommand returns the argv that starts lang's driver, with the
 // drivers found in dir (DriverDir inside a sandbox). The interpreter is
-// looked up on the sandbox's PATH.
+// looked up on the sandbox's PATH. In a sandbox, run it under the init
+// (see InitCommand).
 func DriverCommand(lang Language, dir string) ([]string, error) {
 	file, ok := driverFiles[lang]
 	if !ok {
@@ -90,6 +96,14 @@ func DriverCommand(lang Language, dir string) ([]string, error) {
 	default:
 		return []string{"bash", p}, nil
 	}
+}
+
+// InitCommand returns argv (a DriverCommand) run under the init that
+// WriteDrivers installs in dir (DriverDir inside a sandbox): the init's
+// path, InitArg, "--", then argv. The init reaps the orphaned processes
+// the user's code leaves, which the drivers cannot (see InitMain).
+func InitCommand(dir string, argv []string) []string {
+	return append([]string{path.Join(dir, initFile), InitArg, "--"}, argv...)
 }
 
 // ParseLanguage maps the names a model may use to a Language.

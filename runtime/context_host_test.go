@@ -101,7 +101,8 @@ var driverDir = sync.OnceValues(func() (string, error) {
 	return dir, WriteDrivers(dir)
 })
 
-// hostArgv is DriverCommand with the interpreter resolved on the host.
+// hostArgv is DriverCommand with the interpreter resolved on the host,
+// run under the init, as in a sandbox.
 func hostArgv(t testing.TB, lang Language) []string {
 	t.Helper()
 	dir, err := driverDir()
@@ -120,7 +121,7 @@ func hostArgv(t testing.TB, lang Language) []string {
 		t.Skipf("%s not installed: %v", interpreters[lang], err)
 	}
 	argv[0] = interp
-	return argv
+	return InitCommand(dir, argv)
 }
 
 // newHostContext starts lang's driver on the host and wraps it.

@@ -384,7 +384,8 @@ func TestContextDies(t *testing.T) {
 	}{
 		{"python os._exit", Python, "import os; os._exit(3)"},
 		{"python killed", Python, "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"},
-		{"javascript process.exit", JavaScript, "process.exit(2)"},
+		{"javascript killed", JavaScript, "process.kill(process.pid, 'SIGKILL')"},
+		{"javascript process.reallyExit", JavaScript, "process.reallyExit(2)"},
 		{"bash builtin exit", Bash, "builtin exit 5"},
 	}
 	for _, tt := range tests {
@@ -557,14 +558,47 @@ func TestWriteDriversIdempotent(t *testing.T) {
 	for _, e := range ents {
 		names = append(names, e.Name())
 	}
-	if diff := cmp.Diff([]string{"bash.sh", "node.js", "python.py"}, names); diff != "" {
+	want := []string{"bash.sh", "init", "node.js", "python.py"}
+	self, err := os.Open("/proc/self/exe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer self.Close()
+	interp, err := elfInterpreter(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if interp != "" {
+		// A cgo build of the test binary: the binary goes behind a script.
+		want = []string{"bash.sh", "init", "init.bin", "node.js", "python.py"}
+	}
+	if diff := cmp.Diff(want, names); diff != "" {
 		t.Errorf("files (-want +got):\n%s", diff)
 	}
 	for _, n := range names {
-		want, _ := driverFS.ReadFile("drivers/" + n)
 		got, _ := os.ReadFile(filepath.Join(dir, n))
+		if strings.HasPrefix(n, "init") {
+			fi, err := os.Stat(filepath.Join(dir, n))
+			if err != nil || fi.Mode().Perm() != 0o755 {
+				t.Errorf("%s: %v, %v; want an executable", n, fi.Mode(), err)
+			}
+			continue
+		}
+		want, _ := driverFS.ReadFile("drivers/" + n)
 		if !slices.Equal(want, got) {
 			t.Errorf("%s differs from the embedded copy", n)
 		}
+	}
+}
+
+func TestInitCommand(t *testing.T) {
+	argv, err := DriverCommand(Bash, DriverDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := InitCommand(DriverDir, argv)
+	want := []string{"/opt/vial/drivers/init", "__vial-init", "--", "bash", "/opt/vial/drivers/bash.sh"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
 	}
 }

@@ -1,28 +1,34 @@
 # vial's bash driver: a persistent bash session behind a pipe.
 #
-# Runs as the sandbox's init process; needs bash 4.4+ and GNU coreutils
-# (head -c must not read past its count), nothing else. vial writes
-# requests on stdin and reads answers on stdout, framed as described in
-# drivers/README.md.
+# Runs under vial's init (pid 1, which passes vial's signals on and reaps
+# orphans); needs bash 4.4+, GNU coreutils (head -c must not read past its
+# count) and grep, nothing else. vial writes requests on stdin and reads
+# answers on stdout, framed as described in drivers/README.md.
 #
-# Two processes: this one (the supervisor, pid 1) starts the session in
-# its own process group and turns the SIGINT vial sends it into a SIGINT to
-# that whole group, because a shell waiting for a foreground command cannot
-# run a trap until the command ends. It also reaps orphaned zombies (bash
-# reaps any child it is sent) and ends when the session ends.
+# Two processes: this one (the supervisor) starts the session in its own
+# process group and turns the SIGINT vial sends it into a SIGINT to that
+# whole group, because a shell waiting for a foreground command cannot run
+# a trap until the command ends. It ends when the session ends.
 
 if [[ ${1-} != --session ]]; then
+	__vial_d=$(mktemp -d "${TMPDIR:-/tmp}/vial-bash.XXXXXX") || exit 70
 	set -m # job control: the session gets a process group of its own
 	exec 3<&0
-	bash "${BASH_SOURCE[0]}" --session <&3 3<&- &
+	bash "${BASH_SOURCE[0]}" --session "$__vial_d" <&3 3<&- &
 	exec 3<&-
 	__vial_child=$!
 	trap 'kill -INT -- "-$__vial_child" 2>/dev/null' INT
-	trap 'kill -KILL -- "-$__vial_child" 2>/dev/null; exit 143' TERM
+	trap 'kill -KILL -- "-$__vial_child" 2>/dev/null; rm -rf "$__vial_d"; exit 143' TERM
 	while :; do
 		wait "$__vial_child"
 		__vial_status=$?
-		kill -0 "$__vial_child" 2>/dev/null || exit "$__vial_status"
+		kill -0 "$__vial_child" 2>/dev/null && continue
+		# A session that ended in the middle of a call left its answer.
+		if [[ -s $__vial_d/last ]]; then
+			cat "$__vial_d/last"
+		fi
+		rm -rf "$__vial_d"
+		exit "$__vial_status"
 	done
 fi
 
@@ -30,69 +36,132 @@ fi
 #
 # fd 3: requests, fd 4: answers (both closed for the user's code, so that
 # its subprocesses never hold them); fd 6: a FIFO the output capturers
-# report on. Between calls fd 1 is /dev/null and fd 2 the driver's own
+# report on; fds 7 and 8: during a call, the write ends of its stdout and
+# stderr pipes. Between calls fd 1 is /dev/null and fd 2 the driver's own
 # stderr (vial logs it).
+#
+# The user's code runs in this shell, with its own shell options (set -e,
+# set -u, shopt ...), which are swapped for the driver's around each call.
+# The driver calls builtins with `builtin` and programs with `command` and
+# its own PATH, so the user's functions and PATH do not change it.
 
 exec 3<&0 4>&1 0</dev/null 1>/dev/null
 set +m
-set -o functrace # the interrupt's DEBUG trap must reach into functions
+# The unwinding DEBUG trap and the errexit ERR trap must reach into
+# functions (and the user keeps both options: they are forced on).
+set -o functrace -o errtrace
 shopt -s expand_aliases
 __vial_self=${BASH_SOURCE[0]}
+__vial_pid=$BASHPID
+__vial_path=${PATH:-/usr/local/bin:/usr/bin:/bin}
 __vial_cap=${VIAL_OUTPUT_CAP:-1048576}
 ((__vial_cap >= 1024)) || __vial_cap=1024
-__vial_d=$(mktemp -d "${TMPDIR:-/tmp}/vial-bash.XXXXXX") || builtin exit 70
+__vial_d=$2 # made, and removed, by the supervisor
 mkfifo "$__vial_d/done" || builtin exit 70
 exec 6<>"$__vial_d/done"
 unset VIAL_OUTPUT_CAP
+# Ends a call's output in its pipes; never in a user's output by chance.
+__vial_mark=$'\x1evial-end-'$RANDOM$RANDOM$RANDOM$RANDOM$RANDOM$'\x1e'
+# The options the driver runs with, and the user's (the same at first).
+__vial_opts=$SHELLOPTS __vial_shopts=$BASHOPTS
+__vial_uopts=$SHELLOPTS __vial_ushopts=$BASHOPTS
 
-# capture NAME FILE: copies stdin to FILE up to the cap, drains the rest
-# (so writers never block) and reports "NAME TRUNCATED" on fd 6. The cap
-# is a file size limit (RLIMIT_FSIZE, whole KiB) on cat: cat writes each
-# read at once, so what a call printed is in FILE even while a background
-# job keeps the pipe, and so this capturer, alive. SIGINT is ignored here
-# and in cat: an interrupt is for the user's command, not for its output.
-# Costs one fork and one exec per stream and call; the rest of a call's
-# bookkeeping uses builtins only.
-__vial_capture() {
-	trap '' INT XFSZ
-	exec 2>/dev/null
-	ulimit -f "$((__vial_cap / 1024))"
-	local more=0
-	if ! cat >"$2"; then
-		more=1
-		cat >/dev/null
-	fi
-	echo "$1 $more" >&6
+# switch FROM FROM_SHOPT TO TO_SHOPT: changes the shell options (colon
+# lists as in SHELLOPTS and BASHOPTS) from one set to the other.
+# Tracing (xtrace, verbose) goes on last, so the switch is not traced.
+__vial_switch() {
+	local IFS=: o trace=
+	for o in $1; do [[ :$3: == *:"$o":* ]] || builtin set +o "$o"; done
+	for o in $2; do [[ :$4: == *:"$o":* ]] || builtin shopt -u "$o" 2>/dev/null; done
+	for o in $4; do [[ :$2: == *:"$o":* ]] || builtin shopt -s "$o" 2>/dev/null; done
+	for o in $3; do
+		if [[ $o == xtrace || $o == verbose ]]; then
+			trace+=" $o"
+		elif [[ :$1: != *:"$o":* ]]; then
+			builtin set -o "$o"
+		fi
+	done
+	for o in ${trace//' '/:}; do
+		[[ -n $o && :$1: != *:"$o":* ]] && builtin set -o "$o"
+	done
+	return 0
 }
 
-# emit NAME FILE: FILE's contents as a wire field.
-__vial_emit() {
-	local LC_ALL=C v n
-	if [[ ! -s $2 ]]; then
-		printf '%s 0\n\n' "$1" >&4
-	elif ! IFS= read -r -d '' v <"$2"; then
-		# No NUL byte: v holds the whole file (read stops at end of file).
-		printf '%s %d\n%s\n' "$1" "${#v}" "$v" >&4
+# capture ID NAME FILE: copies stdin to FILE up to the cap, drains the rest
+# (so writers never block) and reports "ID NAME TRUNCATED" on fd 6. The cap
+# is a file size limit (RLIMIT_FSIZE, whole KiB, with room for the end
+# mark) on cat: cat writes each read at once, so what a call printed is in
+# FILE even while a background job keeps the pipe, and so this capturer,
+# alive. SIGINT is ignored here and in cat: an interrupt is for the user's
+# command, not for its output. Costs two forks and one exec per stream and
+# call; the rest of a call's bookkeeping uses builtins only, except when a
+# background job holds a pipe (a grep per look for the end mark).
+__vial_capture() {
+	builtin trap '' INT XFSZ
+	exec 2>/dev/null 3<&- 4>&- 7>&- 8>&-
+	builtin ulimit -f "$((__vial_cap / 1024 + 2))"
+	if PATH=$__vial_path command cat >"$3"; then
+		builtin echo "$1 $2 0" >&6
 	else
-		n=$(wc -c <"$2")
-		((n > __vial_cap)) && n=$__vial_cap
-		printf '%s %d\n' "$1" "$n" >&4
-		head -c "$n" "$2" >&4
-		printf '\n' >&4
+		builtin echo "$1 $2 1" >&6
+		PATH=$__vial_path command cat >/dev/null
+	fi
+}
+
+# marked FILE: whether FILE holds the end mark.
+__vial_marked() {
+	PATH=$__vial_path command grep -qaF -- "$__vial_mark" "$1" 2>/dev/null
+}
+
+# emit NAME FILE TRUNCATED: FILE's contents up to the end mark and the cap
+# as a wire field, and NAME_truncated if they were cut.
+__vial_emit() {
+	local LC_ALL=C v n tr=$3 m=${#__vial_mark}
+	if [[ ! -s $2 ]]; then
+		builtin printf '%s 0\n\n' "$1" >&4
+		return
+	fi
+	if ! IFS= builtin read -r -d '' v <"$2"; then
+		# No NUL byte: v holds the whole file (read stops at end of file).
+		if [[ ${v: -m} == "$__vial_mark" ]]; then
+			v=${v:0:${#v}-m}
+		elif [[ $v == *"$__vial_mark"* ]]; then
+			# Late output from a background job follows the mark.
+			n=$(PATH=$__vial_path command grep -aboF -m1 -- "$__vial_mark" "$2")
+			v=${v:0:${n%%:*}}
+		fi
+		if ((${#v} > __vial_cap)); then
+			v=${v:0:__vial_cap} tr=1
+		fi
+		builtin printf '%s %d\n%s\n' "$1" "${#v}" "$v" >&4
+	else
+		n=$(PATH=$__vial_path command grep -aboF -m1 -- "$__vial_mark" "$2")
+		if [[ -n $n ]]; then
+			n=${n%%:*}
+		else
+			n=$(PATH=$__vial_path command wc -c <"$2")
+		fi
+		((n > __vial_cap)) && n=$__vial_cap tr=1
+		builtin printf '%s %d\n' "$1" "$n" >&4
+		PATH=$__vial_path command head -c "$n" "$2" >&4
+		builtin printf '\n' >&4
+	fi
+	if ((tr)); then
+		builtin printf '%s_truncated 1\n1\n' "$1" >&4
 	fi
 }
 
 # field NAME VALUE: one wire field with a value held in a variable.
 __vial_field() {
 	local LC_ALL=C
-	printf '%s %d\n%s\n' "$1" "${#2}" "$2" >&4
+	builtin printf '%s %d\n%s\n' "$1" "${#2}" "$2" >&4
 }
 
 # cpu_ns: user+system time of the session and its waited-for children.
 __vial_cpu_ns() {
-	local LC_ALL=C line total=0 m s f
-	times >"$__vial_d/times"
-	while read -r line; do
+	local LC_ALL=C IFS=$' \t\n' line total=0 m s f t
+	builtin times >"$__vial_d/times"
+	while builtin read -r line; do
 		for t in $line; do
 			[[ $t =~ ^([0-9]+)m([0-9]+)[.,]([0-9]+)s$ ]] || continue
 			m=${BASH_REMATCH[1]} s=${BASH_REMATCH[2]} f=${BASH_REMATCH[3]}000000000
@@ -105,75 +174,185 @@ __vial_cpu_ns() {
 # readmsg: reads one request; the code goes to $__vial_d/code.
 __vial_readmsg() {
 	local magic name n rest
-	IFS=' ' read -r magic __vial_kind __vial_id <&3 || return 1
+	IFS=' ' builtin read -r magic __vial_kind __vial_id <&3 || return 1
 	if [[ $magic != vial1 ]]; then
-		echo "vial bash driver: bad request header" >&2
+		builtin echo "vial bash driver: bad request header" >&2
 		return 1
 	fi
 	: >"$__vial_d/code"
-	while IFS=' ' read -r name n <&3; do
+	while IFS=' ' builtin read -r name n <&3; do
 		[[ $name == end ]] && return 0
 		[[ $n =~ ^[0-9]+$ ]] || return 1
 		if [[ $name == code ]]; then
-			head -c "$n" <&3 >"$__vial_d/code"
+			PATH=$__vial_path command head -c "$n" <&3 >"$__vial_d/code"
 		else
-			head -c "$n" <&3 >/dev/null
+			PATH=$__vial_path command head -c "$n" <&3 >/dev/null
 		fi
-		IFS= read -r rest <&3
+		IFS= builtin read -r rest <&3
 	done
 	return 1
 }
 
-# The user's `exit` ends the call, not the session: inside code that is
-# being sourced, return does that. (`builtin exit` still ends it.)
-alias exit=return
+# The user's code is sourced, so `return` ends it from its top level; to
+# end it from inside functions as well, __vial_stop holds the status to
+# end with and the DEBUG trap returns from each enclosing function until
+# the driver's own code is reached again.
+__vial_unwind='[[ -n $__vial_stop && ${BASH_SOURCE[0]} != "$__vial_self" ]] && return $__vial_stop'
 
-# At SIGINT, if the user's code is running, return from it; the DEBUG trap
-# keeps returning from each enclosing function until the driver's own code
-# is reached again.
-__vial_unwind='[[ -n $__vial_intr && ${BASH_SOURCE[0]} != "$__vial_self" ]] && return 130'
-trap '__vial_intr=1; if [[ ${BASH_SOURCE[0]} != "$__vial_self" ]]; then trap "$__vial_unwind" DEBUG; return 130; fi' INT
-trap 'rm -rf "$__vial_d"' EXIT
-
-printf 'vial1 ready 0\nlanguage 4\nbash\nversion %d\n%s\nend\n' "${#BASH_VERSION}" "$BASH_VERSION" >&4
-
-while __vial_readmsg; do
-	if [[ $__vial_kind != exec ]]; then
-		printf 'vial1 result %s\n' "$__vial_id" >&4
-		__vial_field error_name ProtocolError
-		__vial_field error_message "unknown request $__vial_kind"
-		printf 'end\n' >&4
-		continue
+# The user's `exit` ends the call, not the session, with its status. In a
+# subshell it is the real exit. (`builtin exit` ends the session.)
+exit() {
+	local s=$? n
+	if [[ $BASHPID != "$__vial_pid" ]]; then
+		builtin exit "$@"
 	fi
-	# Each call gets its own files: a capturer kept alive by a background
-	# job may still be writing the previous ones. They are removed in
-	# batches, one rm per 64 calls.
-	if ((__vial_id % 64 == 0)); then
-		rm -f "$__vial_d"/out.* "$__vial_d"/err.*
+	if (($#)); then
+		n=${1#[-+]}
+		if [[ $n =~ ^[0-9]+$ && ${#n} -lt 19 ]]; then
+			s=$((10#$n))
+			[[ $1 == -* ]] && s=$((-s))
+			s=$((s & 255))
+		else
+			builtin echo "bash: exit: $1: numeric argument required" >&2
+			s=2
+		fi
 	fi
-	__vial_out=$__vial_d/out.$__vial_id __vial_err=$__vial_d/err.$__vial_id
-	__vial_intr=
-	__vial_cpu_ns
-	__vial_cpu0=$__vial_cpu
-	__vial_status=0
-	source "$__vial_d/code" > >(__vial_capture out "$__vial_out") 2> >(__vial_capture err "$__vial_err") 3<&- 4>&- 6>&-
-	__vial_status=$?
-	trap - DEBUG
-	# Wait for both capturers; a background job still holding the pipe
-	# keeps its capturer alive, so after a moment take what there is.
-	__vial_trunc_out=0 __vial_trunc_err=0 __vial_got=0
-	while ((__vial_got < 2)) && IFS=' ' read -r -t 0.25 __vial_s __vial_more <&6; do
-		((__vial_got++))
-		printf -v "__vial_trunc_$__vial_s" %s "$__vial_more"
+	__vial_stop=$s
+	builtin trap "$__vial_unwind" DEBUG
+	return "$s"
+}
+
+# At SIGINT, if the user's code is running, return from it, unwinding.
+__vial_inttrap='__vial_intr=1; if [[ ${BASH_SOURCE[0]} != "$__vial_self" ]]; then __vial_stop=130; trap "$__vial_unwind" DEBUG; return 130; fi'
+# Under the user's set -e, a failing command ends the call, not the
+# session: this trap runs before errexit would exit the shell, turns
+# errexit off (it is back for the next call) and unwinds. It acts only in
+# the session itself; subshells exit as set -e says.
+__vial_errtrap='__vial_s=$?; if [[ $- == *e* && $BASHPID == "$__vial_pid" ]]; then builtin set +e; __vial_errexit=1; if [[ ${BASH_SOURCE[0]} != "$__vial_self" ]]; then __vial_stop=$__vial_s; trap "$__vial_unwind" DEBUG; return $__vial_s; fi; fi'
+builtin trap "$__vial_inttrap" INT
+builtin trap "$__vial_errtrap" ERR
+# A session that ends in the middle of a call (builtin exit, exec, an
+# error the traps cannot catch) still answers that call, saying so.
+builtin trap __vial_atexit EXIT
+
+# finish [exited]: after the user's code returned and its output was
+# marked, waits for the output and answers the call.
+__vial_finish() {
+	# Wait for both capturers; a background job still holding a pipe keeps
+	# its capturer alive, and then the output is complete once the end mark
+	# is in the file. At most 250 ms (50 rounds where bash has no
+	# EPOCHREALTIME), in case neither ever happens.
+	local i id s more now end=
+	__vial_got_out= __vial_got_err=
+	now=${EPOCHREALTIME/[.,]/}
+	[[ -n $now ]] && end=$((10#$now + 250000))
+	for ((i = 0; ; i++)); do
+		if [[ -n $end ]]; then
+			now=${EPOCHREALTIME/[.,]/}
+			((10#$now < end)) || break
+		else
+			((i < 50)) || break
+		fi
+		while IFS=' ' builtin read -r -t 0.001 id s more <&6; do
+			[[ $id == "$__vial_id" && ($s == out || $s == err) ]] && builtin printf -v "__vial_got_$s" %s "$more"
+		done
+		[[ -n $__vial_got_out && -n $__vial_got_err ]] && break
+		if ((i >= 2)); then
+			[[ -n $__vial_got_out ]] || ! __vial_marked "$__vial_out" || __vial_got_out=0
+			[[ -n $__vial_got_err ]] || ! __vial_marked "$__vial_err" || __vial_got_err=0
+		fi
 	done
 	__vial_cpu_ns
-	printf 'vial1 result %s\n' "$__vial_id" >&4
+	builtin printf 'vial1 result %s\n' "$__vial_id" >&4
 	__vial_field exit_status "$__vial_status"
 	__vial_field cpu_ns "$((__vial_cpu - __vial_cpu0))"
 	if [[ -n $__vial_intr ]]; then __vial_field interrupted 1; fi
-	if ((__vial_trunc_out)); then __vial_field stdout_truncated 1; fi
-	if ((__vial_trunc_err)); then __vial_field stderr_truncated 1; fi
-	__vial_emit stdout "$__vial_out"
-	__vial_emit stderr "$__vial_err"
-	printf 'end\n' >&4
+	if [[ -n $1 ]]; then __vial_field exited 1; fi
+	__vial_emit stdout "$__vial_out" "${__vial_got_out:-0}"
+	__vial_emit stderr "$__vial_err" "${__vial_got_err:-0}"
+	builtin printf 'end\n' >&4
+}
+
+# saveopts [SHELLOPTS]: records the user's options (SHELLOPTS as they
+# were, if given) and puts the driver's back.
+__vial_saveopts() {
+	__vial_uopts=${1:-$SHELLOPTS} __vial_ushopts=$BASHOPTS
+	if [[ -n $__vial_errexit ]]; then
+		__vial_uopts+=:errexit
+	fi
+	if [[ $__vial_uopts != "$__vial_opts" || $__vial_ushopts != "$__vial_shopts" ]]; then
+		__vial_switch "$__vial_uopts" "$__vial_ushopts" "$__vial_opts" "$__vial_shopts"
+	fi
+}
+
+# atexit: when the session ends in the middle of a call, writes the call's
+# answer, marked as the session's last, for the supervisor to send.
+__vial_atexit() {
+	__vial_status=$? __vial_uopts=$SHELLOPTS
+	builtin set +xv
+	if [[ -n $__vial_incall && $BASHPID == "$__vial_pid" ]]; then
+		__vial_incall=
+		__vial_saveopts "$__vial_uopts"
+		builtin trap - DEBUG ERR
+		# The call's pipes are fds 7 and 8 if bash undid the call's
+		# redirections (it does on the way out of set -e), else fds 1 and
+		# 2: end and close them.
+		if { : >&7; } 2>/dev/null; then
+			builtin printf '%s' "$__vial_mark" >&7
+			builtin printf '%s' "$__vial_mark" >&8
+		else
+			builtin printf '%s' "$__vial_mark" 2>/dev/null
+			builtin printf '%s' "$__vial_mark" >&2 2>/dev/null
+		fi
+		exec 1>/dev/null 2>/dev/null 7>&- 8>&-
+		__vial_finish exited 4>"$__vial_d/last.tmp" &&
+			PATH=$__vial_path command mv "$__vial_d/last.tmp" "$__vial_d/last"
+	fi
+}
+
+builtin printf 'vial1 ready 0\nlanguage 4\nbash\nversion %d\n%s\nend\n' "${#BASH_VERSION}" "$BASH_VERSION" >&4
+
+while __vial_readmsg; do
+	if [[ $__vial_kind != exec ]]; then
+		builtin printf 'vial1 result %s\n' "$__vial_id" >&4
+		__vial_field error_name ProtocolError
+		__vial_field error_message "unknown request $__vial_kind"
+		builtin printf 'end\n' >&4
+		continue
+	fi
+	# Each call gets its own files and pipes: a capturer kept alive by a
+	# background job may still be writing the previous ones. They are
+	# removed in batches, one rm per 64 calls.
+	if ((__vial_id % 64 == 0)); then
+		PATH=$__vial_path command rm -f "$__vial_d"/out.* "$__vial_d"/err.*
+	fi
+	__vial_out=$__vial_d/out.$__vial_id __vial_err=$__vial_d/err.$__vial_id
+	# The capturers are not the session's children (the process
+	# substitutions start them in the background and exit), so that the
+	# user's bare `wait` does not wait for them.
+	exec 7> >(exec 9<&0; __vial_capture "$__vial_id" out "$__vial_out" <&9 9<&- &)
+	exec 8> >(exec 9<&0; __vial_capture "$__vial_id" err "$__vial_err" <&9 9<&- &)
+	__vial_intr= __vial_stop= __vial_errexit=
+	__vial_cpu_ns
+	__vial_cpu0=$__vial_cpu
+	__vial_status=0
+	# The user's traps for INT, ERR and EXIT last one call; the driver's
+	# are back for the next.
+	builtin trap "$__vial_inttrap" INT
+	builtin trap "$__vial_errtrap" ERR
+	builtin trap __vial_atexit EXIT
+	__vial_incall=1
+	if [[ $__vial_uopts != "$__vial_opts" || $__vial_ushopts != "$__vial_shopts" ]]; then
+		__vial_switch "$__vial_opts" "$__vial_shopts" "$__vial_uopts:errtrace:functrace" "$__vial_ushopts"
+	fi
+	builtin source "$__vial_d/code" >&7 2>&8 3<&- 4>&- 6>&- 7>&- 8>&-
+	__vial_status=$? __vial_uopts=$SHELLOPTS
+	builtin set +xv # the rest is the driver's, not to be traced
+	__vial_incall=
+	__vial_saveopts "$__vial_uopts"
+	builtin trap - DEBUG
+	builtin printf '%s' "$__vial_mark" >&7
+	builtin printf '%s' "$__vial_mark" >&8
+	exec 7>&- 8>&-
+	__vial_finish
 done

@@ -11,9 +11,17 @@
 // results. The parent never runs user code, so it always drains and always
 // hears vial's SIGINT, which it passes to the kernel's process group.
 //
-// Not done: as pid 1 the parent does not reap orphaned zombies (Node can
-// only wait for its own children); an engine that needs that should run
-// this driver under a minimal init.
+// Node can only wait for its own children, so the orphans the user's code
+// leaves are reaped by vial's init, which runs this driver (see package
+// runtime/pid1).
+//
+// The session survives what would end a Node script: process.exit() ends
+// the call with its exit status (as sys.exit does in Python), and an
+// uncaught exception or unhandled rejection ends the call that is awaiting
+// with that error (between calls it is printed, as the REPL does). If the
+// kernel dies all the same (process.abort(), a signal), the call in
+// progress is answered with what it printed and marked as the session's
+// end.
 
 'use strict';
 
@@ -98,6 +106,12 @@ function parent() {
       }
       this.pending = Buffer.from(p);
     }
+    // rest returns what arrived since the last sentinel (the kernel died).
+    rest() {
+      this.add(this.pending);
+      this.pending = Buffer.alloc(0);
+      return { data: Buffer.concat(this.chunks), truncated: this.truncated };
+    }
     next() {
       const seg = this.segments.shift();
       if (seg) return Promise.resolve(seg);
@@ -127,10 +141,32 @@ function parent() {
     const r = results.get(m.id);
     if (r) r(m);
   });
+  let current = null; // the id of the call in progress
   kid.on('exit', (code, signal) => {
-    // The session is gone; vial sees our exit as the context's death.
+    // The session is gone; vial sees our exit as the context's death. The
+    // call in progress gets an answer first, with the output the kernel
+    // wrote, once its pipes are drained (or after a moment, if a process
+    // it started holds them).
     process.stderr.write(`vial node driver: kernel exited (${signal || code})\n`);
-    process.exit(code == null ? 1 : code || 1);
+    const status = signal ? 128 + (require('os').constants.signals[signal] || 0) : code || 1;
+    const ended = Promise.all([kid.stdout, kid.stderr].map((s) => new Promise((resolve) => {
+      if (s.readableEnded) resolve();
+      else s.on('end', resolve).on('error', resolve);
+    })));
+    Promise.race([ended, new Promise((resolve) => setTimeout(resolve, 200))]).then(() => {
+      if (current !== null) {
+        const so = out.rest();
+        const se = err.rest();
+        const why = signal ? `was killed by ${signal}` : `exited with status ${code}`;
+        const f = [['error_name', 'SessionEnded'], ['error_message', `the JavaScript session ${why}`],
+          ['traceback', `SessionEnded: the JavaScript session ${why}`], ['exit_status', status], ['exited', 1]];
+        if (so.truncated) f.push(['stdout_truncated', 1]);
+        if (se.truncated) f.push(['stderr_truncated', 1]);
+        f.push(['stdout', so.data], ['stderr', se.data]);
+        send('result', current, f);
+      }
+      process.exit(status);
+    });
   });
   kid.send({ type: 'init', sentinel: SENTINEL.toString('latin1') });
 
@@ -157,16 +193,18 @@ function parent() {
     }
     const code = (fields.get('code') || Buffer.alloc(0)).toString('utf8');
     const result = new Promise((resolve) => results.set(id, resolve));
+    current = id;
     kid.send({ type: 'exec', id, code });
     const m = await result;
     results.delete(id);
     const [so, se] = await Promise.all([out.next(), err.next()]);
+    current = null;
     const f = [];
     if (m.hasValue) f.push(['value', m.value]);
     if (m.error) {
       f.push(['error_name', m.error.name], ['error_message', m.error.message], ['traceback', m.error.stack]);
     }
-    f.push(['exit_status', m.error ? 1 : 0], ['cpu_ns', m.cpuNs], ['peak_rss', m.peakRss]);
+    f.push(['exit_status', m.exitStatus != null ? m.exitStatus : m.error ? 1 : 0], ['cpu_ns', m.cpuNs], ['peak_rss', m.peakRss]);
     if (m.interrupted) f.push(['interrupted', 1]);
     if (so.truncated) f.push(['stdout_truncated', 1]);
     if (se.truncated) f.push(['stderr_truncated', 1]);
@@ -245,7 +283,7 @@ function kernel() {
 
   let sentinel = null;
   let cell = 0;
-  let cancel = null; // rejects the awaited promise of the running call
+  let abort = null; // abort(err) ends the running call's await with err
 
   // The REPL's conveniences: built-in modules as globals (fs, path, ...).
   for (const name of Module.builtinModules) {
@@ -267,16 +305,40 @@ function kernel() {
   // A listener must exist or SIGINT kills us between calls; breakOnSigint
   // handles it during synchronous code, this during awaits.
   process.on('SIGINT', () => {
-    if (cancel) cancel();
+    if (abort) abort(interrupted());
   });
-  // An error thrown by a callback after its call ended goes to the next
-  // call's stderr instead of killing the session (as in the REPL).
-  process.on('uncaughtException', (e) => {
-    process.stderr.write(`Uncaught ${util.inspect(e)}\n`);
-  });
-  process.on('unhandledRejection', (e) => {
-    process.stderr.write(`Uncaught (in promise) ${util.inspect(e)}\n`);
-  });
+
+  // process.exit ends the call, not the session: it throws, as sys.exit
+  // does in Python, and the call's answer carries the status.
+  const EXIT = Symbol('vial.exitStatus');
+  process.exit = function exit(code) {
+    if (code === undefined) code = process.exitCode;
+    const n = Number(code === undefined || code === null ? 0 : code);
+    const status = Number.isInteger(n) ? n & 255 : 1;
+    const e = new Error(`process.exit(${status}) ended the call`);
+    e.name = 'ProcessExit';
+    e[EXIT] = status;
+    throw e;
+  };
+
+  // An error thrown by a callback, or a promise rejected with no handler,
+  // ends the call that is awaiting with that error, as it would end a
+  // script; after its call ended it goes to the next call's stderr (as in
+  // the REPL). The session survives either way.
+  function uncaught(prefix, e) {
+    if (abort) {
+      abort(e);
+      return;
+    }
+    if (e && e[EXIT] !== undefined) {
+      process.stderr.write(`${prefix}process.exit(${e[EXIT]}) outside a call was ignored\n`);
+      return;
+    }
+    const text = e instanceof Error ? describe(e).stack : util.inspect(e);
+    process.stderr.write(`${prefix}${text}\n`);
+  }
+  process.on('uncaughtException', (e) => uncaught('Uncaught ', e));
+  process.on('unhandledRejection', (e) => uncaught('Uncaught (in promise) ', e));
 
   // Top-level let, const and class become var, so that a later call may
   // declare them again, as a notebook cell being re-run does.
@@ -349,7 +411,7 @@ function kernel() {
       let v = script.runInThisContext({ breakOnSigint: true, displayErrors: false });
       if (isAsync) {
         v = await new Promise((resolve, reject) => {
-          cancel = () => reject(interrupted());
+          abort = reject;
           Promise.resolve(v).then(resolve, reject);
         });
         v = v && v.value;
@@ -361,8 +423,12 @@ function kernel() {
     } catch (e) {
       res.error = describe(e, filename);
       if (res.error.name === 'Interrupted') res.interrupted = true;
+      if (e && e[EXIT] !== undefined) {
+        res.exitStatus = e[EXIT];
+        if (e[EXIT] === 0) delete res.error;
+      }
     } finally {
-      cancel = null;
+      abort = null;
     }
     return res;
   }
@@ -381,6 +447,9 @@ function kernel() {
     res.peakRss = process.resourceUsage().maxRSS * 1024;
     res.type = 'result';
     res.id = m.id;
+    // One turn of the event loop first, so that the promise rejections
+    // the call left unhandled are reported in its own stderr.
+    await new Promise((resolve) => setImmediate(resolve));
     // Node queues writes to a full pipe, so the sentinels go through the
     // same streams, after everything the call wrote.
     await Promise.all([process.stdout, process.stderr].map((s) => new Promise((resolve) => {

@@ -45,6 +45,9 @@ func TestMain(m *testing.M) {
 		defer os.RemoveAll(dir)
 		vialBin = filepath.Join(dir, "vial")
 		build := exec.Command("go", "build", "-o", vialBin, "github.com/vial-run/vial/cmd/vial")
+		// Static, as `make build` makes it: the binary is also the contexts'
+		// init inside the sandbox, where a cgo build needs the host's loader.
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
 		build.Stdout, build.Stderr = os.Stderr, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Fprintf(os.Stderr, "building vial: %v\n", err)
