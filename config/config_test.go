@@ -409,3 +409,45 @@ func FuzzLoadConfig(f *testing.F) {
 		}
 	})
 }
+
+// TestTemplateAlone resolves an environment template without an agent, as
+// vial serve does for create_context(environment=...).
+func TestTemplateAlone(t *testing.T) {
+	r, err := Load(Options{Template: "data-science"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// data-science extends python-dev over the system defaults.
+	if r.Template != "data-science" || r.TimeoutSeconds != 300 || r.MemoryBytes != 2<<30 || r.Image != "data-science" || r.Runtime != "runc" {
+		t.Errorf("data-science: template %q timeout %d memory %d image %q runtime %q", r.Template, r.TimeoutSeconds, r.MemoryBytes, r.Image, r.Runtime)
+	}
+	if r.Shell.Env["PYTHONPATH"] != "/workspace/src" || r.Shell.Env["MPLBACKEND"] != "Agg" {
+		t.Errorf("shell env not merged through the chain: %v", r.Shell.Env)
+	}
+	_, err = Load(Options{Template: "pyhton-dev"})
+	if !errors.Is(err, ErrNotFound) {
+		t.Fatalf("unknown template: err = %v, want ErrNotFound", err)
+	}
+	want := `environment "pyhton-dev" not found, did you mean "python-dev"? (valid: data-science, local-dev, minimal, node-dev, python-dev)`
+	if err.Error() != want {
+		t.Errorf("unknown template:\n got %s\nwant %s", err, want)
+	}
+	if _, err := Load(Options{Template: "../agents/x"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("path-like template: err = %v, want ErrNotFound", err)
+	}
+}
+
+// TestSecretValues lists the values a log must mask.
+func TestSecretValues(t *testing.T) {
+	fsys := fstest.MapFS{
+		"agents/a/agent.toml": {Data: []byte("[shell.env]\nKEY = \"${SEARCH_API_KEY}\"\nPLAIN = \"${HOME_DIR}\"\nFROM_ENV_FILE = \"${DB_PASS}\"\n")},
+		"agents/a/.env":       {Data: []byte("DB_PASS=hunter22\n")},
+	}
+	r, err := Load(Options{FS: fsys, Dir: "cfg", AgentID: "a", Env: env("SEARCH_API_KEY", "sk-test-123", "HOME_DIR", "/home/x")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]string{"sk-test-123", "hunter22"}, r.SecretValues()); diff != "" {
+		t.Errorf("secret values (-want +got):\n%s", diff)
+	}
+}

@@ -48,6 +48,12 @@ type Options struct {
 	// AgentID selects agents/ID/agent.toml; "" resolves the system
 	// defaults alone.
 	AgentID string
+	// Template, with no AgentID, resolves the system defaults with the
+	// named environment template (and its extends chain) over them: what
+	// an agent extending it would get before its own file. An unknown
+	// template is an error of class ErrNotFound that lists the valid
+	// names. Ignored when AgentID is set.
+	Template string
 	// Sets are level 4 overrides as "dotted.key=value"; the value is TOML
 	// (300, true, ["a", "b"]) or, failing that, a bare string (2g).
 	Sets []string
@@ -73,6 +79,10 @@ func Load(opts Options) (*Resolved, error) {
 	l := newLoader(opts)
 	if opts.AgentID != "" {
 		if err := l.agentExists(opts.AgentID); err != nil {
+			return nil, err
+		}
+	} else if opts.Template != "" {
+		if err := l.templateExists(opts.Template); err != nil {
 			return nil, err
 		}
 	}
@@ -399,6 +409,16 @@ func (l *loader) agentExists(id string) error {
 	return nil
 }
 
+// templateExists checks a template name before it becomes a path
+// component.
+func (l *loader) templateExists(name string) error {
+	names := l.templateNames()
+	if nameRE.MatchString(name) && !strings.Contains(name, "..") && slices.Contains(names, name) {
+		return nil
+	}
+	return &Error{Msg: fmt.Sprintf("environment %q not found%s (valid: %s)", name, suggest(name, names), strings.Join(names, ", ")), class: ErrNotFound}
+}
+
 // resolve merges every layer for an agent ("" for none) and decodes the
 // result. Errors go to l.errs; the result is nil only if nothing could be
 // merged.
@@ -462,6 +482,19 @@ func (l *loader) resolve(agentID string) *Resolved {
 			dotenv = parseDotEnv(shown, data, &l.errs)
 		} else {
 			envFile = l.display(rel)
+		}
+	}
+
+	if agentID == "" && l.opts.Template != "" {
+		if f := l.template(l.opts.Template); f != nil && f.tree != nil {
+			for _, t := range l.chain(l.extendsOf(f.tree), l.opts.Template) {
+				mergeLayer(acc, t.tree)
+				r.Chain = append(r.Chain, t.src.File)
+			}
+			mergeLayer(acc, f.tree)
+			r.Chain = append(r.Chain, f.src.File)
+			r.Template = l.opts.Template
+			meta = f.tree
 		}
 	}
 

@@ -285,6 +285,49 @@ func (r *Resolved) Secret(key string) bool {
 	return r.Provenance[key].Secret
 }
 
+// SecretValues returns every distinct secret string of the merged
+// configuration (values that took anything from the agent's .env or from a
+// secret-looking variable, and the MCP servers' API keys), longest first,
+// so that a log handler can mask them wherever they appear. Empty strings
+// are left out.
+func (r *Resolved) SecretValues() []string {
+	seen := map[string]bool{}
+	var walk func(n *node)
+	walk = func(n *node) {
+		if n == nil {
+			return
+		}
+		switch n.kind {
+		case kTable:
+			for _, v := range n.tbl {
+				walk(v)
+			}
+		case kArray:
+			for _, v := range n.arr {
+				walk(v)
+			}
+		case kString:
+			if n.secret && n.s != "" {
+				seen[n.s] = true
+			}
+		}
+	}
+	walk(r.tree)
+	for _, s := range r.MCPServers {
+		if s.APIKey != "" {
+			seen[s.APIKey] = true
+		}
+	}
+	out := slices.Collect(maps.Keys(seen))
+	slices.SortFunc(out, func(a, b string) int {
+		if d := len(b) - len(a); d != 0 {
+			return d
+		}
+		return strings.Compare(a, b)
+	})
+	return out
+}
+
 // decode reads the merged tree into r. The tree has passed the schema, so
 // kinds are right; missing keys cannot happen because the built-in
 // defaults set every one.

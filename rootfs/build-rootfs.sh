@@ -120,7 +120,9 @@ if [ -n "$packages" ]; then
 	case "$packages" in
 	*[!a-z0-9.+,-]*) die "--packages \"$packages\": want comma separated Debian package names" ;;
 	esac
-	include="$include,$packages"
+	# Sorted and once each: the same set in another order is the same
+	# image, and a package the recipe already has adds nothing.
+	include="$(printf '%s\n' "${include//,/$'\n'}" "${packages//,/$'\n'}" | LC_ALL=C sort -u | paste -sd, -)"
 fi
 
 command -v mmdebstrap >/dev/null || die "mmdebstrap not found (apt-get install -y mmdebstrap)"

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -122,7 +123,10 @@ func (s *Store) Build(ctx context.Context, opts BuildOptions) (*ImageInfo, error
 
 	start := time.Now()
 	cmd := exec.CommandContext(ctx, "bash", args...)
-	cmd.Stdout, cmd.Stderr = out, out
+	// apt's complaints are kept aside too, to turn the commonest failure,
+	// a package Debian does not have, into an error that names it.
+	tail := &tailBuffer{max: 64 << 10}
+	cmd.Stdout, cmd.Stderr = io.MultiWriter(out, tail), io.MultiWriter(out, tail)
 	// Own process group: cancelling kills mmdebstrap and apt, not just bash.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
@@ -130,6 +134,10 @@ func (s *Store) Build(ctx context.Context, opts BuildOptions) (*ImageInfo, error
 	if err := cmd.Run(); err != nil {
 		if ctx.Err() != nil {
 			return nil, fmt.Errorf("building %s: %w", opts.Recipe, ctx.Err())
+		}
+		if missing := unlocatable(tail.String()); len(missing) > 0 {
+			return nil, fmt.Errorf("building %s: %w: Debian %s has no package %s; leave it out of the list (an agent can still install_package it at run time, network allowing) or name the Debian package that provides it",
+				opts.Recipe, ErrInvalid, "bookworm", strings.Join(missing, ", "))
 		}
 		return nil, fmt.Errorf("building %s with mmdebstrap: %w (its output is above)", opts.Recipe, err)
 	}
@@ -177,6 +185,18 @@ var pypiToDebian = map[string]string{
 	"cryptography": "python3-cryptography", "regex": "python3-regex", "toml": "python3-toml",
 }
 
+// PythonPackage returns the Debian package that provides the Python
+// package name as pip spells it ("numpy", "Pillow", "scikit_learn";
+// version pins and extras are ignored), and whether vial knows one.
+func PythonPackage(name string) (string, bool) {
+	base := strings.TrimSpace(name)
+	if i := strings.IndexAny(base, "=<>!~;["); i >= 0 {
+		base = base[:i]
+	}
+	deb, ok := pypiToDebian[strings.ReplaceAll(strings.ToLower(strings.TrimSpace(base)), "_", "-")]
+	return deb, ok
+}
+
 // DebianPackages maps an environment's package list onto Debian package
 // names for Build: Python names go through a table of common ones
 // ("numpy" -> "python3-numpy", "pillow" -> "python3-pil"), version pins
@@ -206,4 +226,33 @@ func DebianPackages(names []string) (debs, unmapped []string) {
 		}
 	}
 	return debs, unmapped
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	max int
+	b   []byte
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.b = append(t.b, p...)
+	if over := len(t.b) - t.max; over > 0 {
+		t.b = append(t.b[:0], t.b[over:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tailBuffer) String() string { return string(t.b) }
+
+var unlocatableRE = regexp.MustCompile(`Unable to locate package ([a-z0-9][a-z0-9.+-]*)`)
+
+// unlocatable returns the packages apt could not find, in order, once each.
+func unlocatable(out string) []string {
+	var pkgs []string
+	for _, m := range unlocatableRE.FindAllStringSubmatch(out, -1) {
+		if !slices.Contains(pkgs, m[1]) {
+			pkgs = append(pkgs, m[1])
+		}
+	}
+	return pkgs
 }

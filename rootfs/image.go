@@ -30,9 +30,30 @@ type Bind struct {
 // DefaultPath is the PATH a sandbox gets when its image sets none.
 const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-// MountPoints are the directories every image root must contain, because
-// the root is mounted read-only and a runtime cannot create them later.
-var MountPoints = []string{"proc", "sys", "dev", "tmp", "workspace", "opt/vial"}
+// MountPoints are the directories every image root must contain: the
+// targets of the mounts every sandbox gets, and of the context drivers'
+// bind (runtime.DriverDir). A runtime creates a missing mount target in
+// the root directory itself, before it makes the root read-only — in a
+// stored image that would be a write into the tree every sandbox shares,
+// so they are made when the image is stored and the runtime refuses an
+// image that lacks one (see Image.MissingMountPoint).
+var MountPoints = []string{"proc", "sys", "dev", "tmp", "workspace", "opt/vial", "opt/vial/drivers"}
+
+// MissingMountPoint returns the first of targets (absolute paths inside
+// the sandbox) that does not exist in a stored image's root, or "". Host
+// and directory images (no Digest) are vial's or the user's own to
+// change, and always pass.
+func (img *Image) MissingMountPoint(targets ...string) string {
+	if img.Digest == "" {
+		return ""
+	}
+	for _, t := range targets {
+		if _, err := os.Lstat(filepath.Join(img.Root, filepath.Clean("/"+t))); err != nil {
+			return t
+		}
+	}
+	return ""
+}
 
 // ErrNotFound and ErrInvalid classify this package's errors; runtime maps
 // them onto its own classes.

@@ -59,6 +59,7 @@ type ImageInfo struct {
 	Recipe   string      `json:"recipe,omitempty"`   // the build recipe, for built images
 	Packages []string    `json:"packages,omitempty"` // extra packages baked in by build
 	Unpack   UnpackStats `json:"unpack"`
+	InUse    int         `json:"in_use"` // live sandboxes running from it now (see Use)
 }
 
 // Config is the runtime configuration an image archive carried (OCI image
@@ -132,22 +133,9 @@ func (s *Store) progress(format string, args ...any) {
 }
 
 // lock takes the store's exclusive lock; the returned func releases it.
+// Use takes it shared while it records a lease.
 func (s *Store) lock() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("opening store lock: %w", err)
-	}
-	for {
-		err = syscall.Flock(int(f.Fd()), syscall.LOCK_EX)
-		if !errors.Is(err, syscall.EINTR) {
-			break
-		}
-	}
-	if err != nil {
-		f.Close()
-		return nil, fmt.Errorf("locking image store: %w", err)
-	}
-	return func() { f.Close() }, nil
+	return flockFile(filepath.Join(s.dir, "lock"), syscall.LOCK_EX)
 }
 
 func (s *Store) readIndex() (*index, error) {
@@ -227,11 +215,24 @@ func (s *Store) Resolve(name string) (*Image, error) {
 	case filepath.IsAbs(name):
 		return Dir(name)
 	}
-	info, err := s.Inspect(name)
+	info, err := s.stored(name)
 	if err != nil {
 		return nil, err
 	}
 	return info.image(), nil
+}
+
+// stored describes the stored image name without its use count.
+func (s *Store) stored(name string) (*ImageInfo, error) {
+	idx, err := s.readIndex()
+	if err != nil {
+		return nil, err
+	}
+	ref, key, err := s.lookup(idx, name)
+	if err != nil {
+		return nil, err
+	}
+	return s.info(idx, key, ref)
 }
 
 func (info *ImageInfo) image() *Image {
@@ -255,15 +256,14 @@ func (info *ImageInfo) image() *Image {
 // Inspect describes the stored image name (a name or a digest, as for
 // Resolve; "host" and directories are not stored images).
 func (s *Store) Inspect(name string) (*ImageInfo, error) {
-	idx, err := s.readIndex()
+	info, err := s.stored(name)
 	if err != nil {
 		return nil, err
 	}
-	ref, key, err := s.lookup(idx, name)
-	if err != nil {
-		return nil, err
+	if uses, err := s.inUse(false); err == nil {
+		info.InUse = uses[info.Digest]
 	}
-	return s.info(idx, key, ref)
+	return info, nil
 }
 
 // lookup finds name in idx; key is the normalized name ("" for a digest).
@@ -391,6 +391,10 @@ func (s *Store) List() ([]*ImageInfo, error) {
 	if err != nil {
 		return nil, err
 	}
+	uses, err := s.inUse(false)
+	if err != nil {
+		return nil, err
+	}
 	var out []*ImageInfo
 	named := map[string]bool{}
 	for _, k := range sortedNames(idx) {
@@ -398,6 +402,7 @@ func (s *Store) List() ([]*ImageInfo, error) {
 		if err != nil {
 			return nil, err
 		}
+		info.InUse = uses[info.Digest]
 		named[info.Digest] = true
 		out = append(out, info)
 	}
@@ -410,6 +415,7 @@ func (s *Store) List() ([]*ImageInfo, error) {
 			continue
 		}
 		if info, err := s.info(idx, "", &indexRef{Digest: d}); err == nil {
+			info.InUse = uses[d]
 			out = append(out, info)
 		}
 	}
@@ -432,10 +438,12 @@ func (s *Store) digests() ([]string, error) {
 }
 
 // Remove deletes the name (or, given a digest, every name pointing at it)
-// and then the content itself once no name points at it. A sandbox still
-// running from the image keeps its mounts; removing an image in use is the
-// caller's decision.
-func (s *Store) Remove(name string) error {
+// and then the content itself once no name points at it. Content that
+// live sandboxes run from (see Use) is never deleted: without force,
+// Remove refuses with an ErrInUse error and changes nothing; with force,
+// it removes the names and leaves the content for a later GC, after the
+// sandboxes have ended.
+func (s *Store) Remove(name string, force bool) error {
 	unlock, err := s.lock()
 	if err != nil {
 		return err
@@ -458,13 +466,27 @@ func (s *Store) Remove(name string) error {
 			}
 		}
 	}
+	stillNamed := false
+	for _, r := range idx.Names {
+		stillNamed = stillNamed || r.Digest == ref.Digest
+	}
+	inUse := 0
+	if !stillNamed {
+		uses, err := s.inUse(true)
+		if err != nil {
+			return err
+		}
+		inUse = uses[ref.Digest]
+	}
+	if inUse > 0 && !force {
+		return fmt.Errorf("image %s (%s): %w by %d running sandbox(es); stop them first (vial ps lists them), or rm --force to drop the name now and let vial rootfs gc remove the content after they end",
+			name, shortHex(ref.Digest), ErrInUse, inUse)
+	}
 	if err := s.writeIndex(idx); err != nil {
 		return err
 	}
-	for _, r := range idx.Names {
-		if r.Digest == ref.Digest {
-			return nil // still named
-		}
+	if stillNamed || inUse > 0 {
+		return nil
 	}
 	dir, err := s.contentDir(ref.Digest)
 	if err != nil {
@@ -476,15 +498,24 @@ func (s *Store) Remove(name string) error {
 	return nil
 }
 
+func shortHex(digest string) string {
+	if len(digest) > 19 {
+		return digest[:19]
+	}
+	return digest
+}
+
 // GCResult is what GC removed.
 type GCResult struct {
 	Removed []string // digests of removed trees
 	Bytes   int64    // their size
 	Staging int      // abandoned import directories removed
+	InUse   []string // digests of unnamed trees kept because live sandboxes use them
 }
 
-// GC removes every stored tree no name points at and every import
-// directory whose importer is gone (its .lock is not held).
+// GC removes every stored tree no name points at, unless a live sandbox
+// runs from it (see Use), every import directory whose importer is gone
+// (its .lock is not held), and the leases of sandboxes whose owner died.
 func (s *Store) GC() (GCResult, error) {
 	var res GCResult
 	unlock, err := s.lock()
@@ -504,9 +535,17 @@ func (s *Store) GC() (GCResult, error) {
 	if err != nil {
 		return res, err
 	}
+	uses, err := s.inUse(true)
+	if err != nil {
+		return res, err
+	}
 	var errs []error
 	for _, d := range digests {
 		if named[d] {
+			continue
+		}
+		if uses[d] > 0 {
+			res.InUse = append(res.InUse, d)
 			continue
 		}
 		dir, _ := s.contentDir(d)

@@ -31,9 +31,9 @@ func TestImportFormats(t *testing.T) {
 	layer2 := mkTar(t, file(".wh.old", ""), file("opt/app/.wh..wh..opq", ""), file("opt/app/main.py", "print(1)\n"))
 	ociDir := mkOCILayout(t, filepath.Join(t.TempDir(), "oci"), "3.12", []string{"PATH=/usr/bin", "LANG=C.UTF-8"}, gzipBytes(t, layer1), zstdBytes(t, layer2))
 	wantLayered := []string{"bin -> usr/bin", "etc/", "etc/group", "etc/os-release", "etc/passwd", "opt/", "opt/app/", "opt/app/main.py",
-		"opt/vial/", "proc/", "sys/", "dev/", "tmp/", "usr/", "usr/bin/", "usr/bin/sh", "workspace/"}
+		"opt/vial/", "opt/vial/drivers/", "proc/", "sys/", "dev/", "tmp/", "usr/", "usr/bin/", "usr/bin/sh", "workspace/"}
 	slices.Sort(wantLayered)
-	wantPlain := []string{"bin -> usr/bin", "dev/", "etc/", "etc/group", "etc/os-release", "etc/passwd", "opt/", "opt/vial/", "proc/", "sys/", "tmp/", "usr/", "usr/bin/", "usr/bin/sh", "workspace/"}
+	wantPlain := []string{"bin -> usr/bin", "dev/", "etc/", "etc/group", "etc/os-release", "etc/passwd", "opt/", "opt/vial/", "opt/vial/drivers/", "proc/", "sys/", "tmp/", "usr/", "usr/bin/", "usr/bin/sh", "workspace/"}
 
 	src := t.TempDir()
 	for _, tc := range []struct {
@@ -227,19 +227,19 @@ func TestRemoveAndGC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Remove("one"); err != nil {
+	if err := s.Remove("one", false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(ia.Root); err != nil {
 		t.Fatalf("content removed while still named: %v", err)
 	}
-	if err := s.Remove("two:latest"); err != nil {
+	if err := s.Remove("two:latest", false); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(ia.Root); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("content kept after its last name went: %v", err)
 	}
-	if err := s.Remove("two"); !errors.Is(err, ErrNotFound) {
+	if err := s.Remove("two", false); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second Remove: %v", err)
 	}
 
@@ -275,7 +275,7 @@ func TestRemoveAndGC(t *testing.T) {
 	if len(list) != 1 || list[0].Name != "three:latest" {
 		t.Errorf("List = %+v", list)
 	}
-	if err := s.Remove(ib.Digest); err != nil {
+	if err := s.Remove(ib.Digest, false); err != nil {
 		t.Fatal(err)
 	}
 	if list, _ := s.List(); len(list) != 0 {

@@ -91,9 +91,28 @@ func run(t *testing.T, e *runtime.Engine, rt string, req runtime.Request) output
 	return output{res, out.String(), errb.String()}
 }
 
-func forEachRuntime(t *testing.T, f func(t *testing.T, e *runtime.Engine, rt string)) {
-	for _, rt := range []string{"runc", "crun", "runsc"} {
-		t.Run(rt, func(t *testing.T) { f(t, engine(t, rt), rt) })
+// forEachRuntime runs f under every runtime, against the built-in host
+// image and against a stored image (testutil.StoredImage: the python image
+// CI builds once into $VIAL_TEST_STORE), as subtests "host/runc",
+// "python/runsc", ...
+func forEachRuntime(t *testing.T, f func(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image)) {
+	stored := os.Getenv(testutil.ImageEnv)
+	if stored == "" {
+		stored = "python"
+	}
+	for _, im := range []string{"host", stored} {
+		t.Run(im, func(t *testing.T) {
+			for _, rt := range []string{"runc", "crun", "runsc"} {
+				t.Run(rt, func(t *testing.T) {
+					e := engine(t, rt)
+					img := hostImage(t)
+					if im != "host" {
+						img = testutil.StoredImage(t)
+					}
+					f(t, e, rt, img)
+				})
+			}
+		})
 	}
 }
 
@@ -132,8 +151,8 @@ func TestHardening(t *testing.T) {
 	if err := os.WriteFile(secret, []byte("host-secret"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string) {
-		o := run(t, e, rt, runtime.Request{Args: []string{"sh", "-c", probe}, Env: []string{"HOSTFILE=" + secret}})
+	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image) {
+		o := run(t, e, rt, runtime.Request{Image: img, Args: []string{"sh", "-c", probe}, Env: []string{"HOSTFILE=" + secret}})
 		if o.res.ExitCode != 0 {
 			t.Fatalf("probe exited %d: %s", o.res.ExitCode, o.stderr)
 		}
@@ -169,7 +188,7 @@ func TestHardening(t *testing.T) {
 			t.Errorf("sandbox sees %d processes, want only its own few", n)
 		}
 		if rt == "runsc" {
-			m := run(t, e, rt, runtime.Request{Args: []string{"sh", "-c", "grep ' / ' /proc/mounts"}})
+			m := run(t, e, rt, runtime.Request{Image: img, Args: []string{"sh", "-c", "grep ' / ' /proc/mounts"}})
 			if !strings.Contains(m.stdout, " ro,") && !strings.Contains(m.stdout, "(ro") && !strings.Contains(m.stdout, " ro ") {
 				t.Errorf("root is not mounted read-only: %s", m.stdout)
 			}
@@ -178,8 +197,8 @@ func TestHardening(t *testing.T) {
 }
 
 func TestPythonHelloWorld(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string) {
-		o := run(t, e, rt, runtime.Request{Args: []string{"python3", "-c", "print(2+2)"}})
+	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image) {
+		o := run(t, e, rt, runtime.Request{Image: img, Args: []string{"python3", "-c", "print(2+2)"}})
 		if o.stdout != "4\n" || o.res.ExitCode != 0 {
 			t.Fatalf("got %q exit %d stderr %q", o.stdout, o.res.ExitCode, o.stderr)
 		}
@@ -190,8 +209,8 @@ func TestPythonHelloWorld(t *testing.T) {
 }
 
 func TestExitStatusIsAResult(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string) {
-		o := run(t, e, rt, runtime.Request{Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}})
+	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image) {
+		o := run(t, e, rt, runtime.Request{Image: img, Args: []string{"sh", "-c", "echo out; echo err >&2; exit 3"}})
 		if o.res.ExitCode != 3 || o.stdout != "out\n" || !strings.Contains(o.stderr, "err") {
 			t.Fatalf("got exit %d stdout %q stderr %q", o.res.ExitCode, o.stdout, o.stderr)
 		}
@@ -199,8 +218,8 @@ func TestExitStatusIsAResult(t *testing.T) {
 }
 
 func TestOOMKill(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string) {
-		o := run(t, e, rt, runtime.Request{
+	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image) {
+		o := run(t, e, rt, runtime.Request{Image: img,
 			Args:   []string{"python3", "-c", "b = b'x' * (1 << 30); print('survived')"},
 			Limits: runtime.Limits{MemoryBytes: 128 << 20},
 		})
@@ -211,7 +230,7 @@ func TestOOMKill(t *testing.T) {
 			t.Errorf("peak memory %d exceeds the limit", o.res.PeakMemory)
 		}
 		// A program that stays within its limit is not reported as OOM.
-		o = run(t, e, rt, runtime.Request{
+		o = run(t, e, rt, runtime.Request{Image: img,
 			Args:   []string{"sh", "-c", "exit 9"},
 			Limits: runtime.Limits{MemoryBytes: 128 << 20},
 		})
@@ -222,8 +241,8 @@ func TestOOMKill(t *testing.T) {
 }
 
 func TestTimeout(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string) {
-		o := run(t, e, rt, runtime.Request{Args: []string{"sleep", "100"}, Timeout: time.Second})
+	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image) {
+		o := run(t, e, rt, runtime.Request{Image: img, Args: []string{"sleep", "100"}, Timeout: time.Second})
 		if !o.res.TimedOut {
 			t.Fatalf("not timed out: %+v", o.res)
 		}
@@ -250,10 +269,10 @@ print("forked", n)
 `
 
 func TestForkBombContained(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string) {
+	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image) {
 		done := make(chan output, 1)
 		go func() {
-			done <- run(t, e, rt, runtime.Request{
+			done <- run(t, e, rt, runtime.Request{Image: img,
 				Args:    []string{"python3", "-c", forkBomb},
 				Limits:  runtime.Limits{Pids: 64},
 				Timeout: 20 * time.Second,
@@ -288,8 +307,8 @@ t = time.time()
 while time.time() - t < 2.0:
     pass
 `
-	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string) {
-		o := run(t, e, rt, runtime.Request{Args: []string{"python3", "-c", busy}, Limits: runtime.Limits{CPUs: 0.5}})
+	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image) {
+		o := run(t, e, rt, runtime.Request{Image: img, Args: []string{"python3", "-c", busy}, Limits: runtime.Limits{CPUs: 0.5}})
 		if o.res.ExitCode != 0 {
 			t.Fatalf("exit %d: %s", o.res.ExitCode, o.stderr)
 		}
@@ -302,10 +321,10 @@ while time.time() - t < 2.0:
 }
 
 func TestWritesStayInWorkspace(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string) {
+	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image) {
 		ws := t.TempDir()
 		os.Chmod(ws, 0o777)
-		o := run(t, e, rt, runtime.Request{Args: []string{"sh", "-c", "echo data > /workspace/out; echo tmp > /tmp/t; cat /tmp/t"}, Workspace: ws})
+		o := run(t, e, rt, runtime.Request{Image: img, Args: []string{"sh", "-c", "echo data > /workspace/out; echo tmp > /tmp/t; cat /tmp/t"}, Workspace: ws})
 		if o.res.ExitCode != 0 || o.stdout != "tmp\n" {
 			t.Fatalf("exit %d stdout %q stderr %q", o.res.ExitCode, o.stdout, o.stderr)
 		}
@@ -427,9 +446,9 @@ func TestNoLeaks(t *testing.T) {
 
 // TestStartSandbox covers the long-lived, pipe-driven sandboxes contexts use.
 func TestStartSandbox(t *testing.T) {
-	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string) {
+	forEachRuntime(t, func(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image) {
 		before := counts(t, e)
-		sb, err := e.Start(t.Context(), rt, runtime.Request{Image: hostImage(t), Args: []string{"sh", "-c", "while read l; do echo \"got $l\"; done"}})
+		sb, err := e.Start(t.Context(), rt, runtime.Request{Image: img, Args: []string{"sh", "-c", "while read l; do echo \"got $l\"; done"}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -40,19 +41,32 @@ func openEngine(ctx context.Context, g *globals, recover bool) (*runtime.Engine,
 }
 
 // resolveImage maps an --image value onto an image: "host", an absolute
-// directory, or a name in the image store.
+// directory, or a name in the image store (which owns the name grammar:
+// "python", "python:3.11-slim", "ghcr.io/org/tool:1.2", "sha256:<hex>").
+// A relative path is refused rather than guessed at: "./rootfs" and
+// "../x" always, and a name like "images/py" when it happens to be a
+// directory here, since the same configuration must mean the same image
+// wherever vial runs.
 func resolveImage(stateDir, name string) (*rootfs.Image, error) {
 	switch {
 	case name == "" || name == "host":
 		return rootfs.Host(stateDir)
 	case filepath.IsAbs(name):
 		return rootfs.Dir(name)
-	case name[0] == '.' || strings.ContainsRune(name, '/'):
+	case name[0] == '.':
 		return nil, fmt.Errorf("image %q: %w: a directory image must be given as an absolute path", name, rootfs.ErrInvalid)
+	case strings.ContainsRune(name, '/') && isDir(name):
+		abs, _ := filepath.Abs(name)
+		return nil, fmt.Errorf("image %q: %w: a directory image must be given as an absolute path (%s); a stored image's name never names a local directory", name, rootfs.ErrInvalid, abs)
 	}
 	st, err := rootfs.OpenStore(stateDir)
 	if err != nil {
 		return nil, err
 	}
 	return st.Resolve(name)
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }

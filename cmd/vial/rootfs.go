@@ -8,10 +8,12 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
 
+	"github.com/vial-run/vial/config"
 	"github.com/vial-run/vial/rootfs"
 )
 
@@ -24,11 +26,15 @@ const rootfsUsage = `usage: vial rootfs COMMAND [args]
 commands:
   ls [--json]                         list stored images
   inspect NAME                        describe an image (a stored name, a digest, "host" or a directory)
-  rm NAME...                          remove names; content goes when no name is left
+  rm [--force] NAME...                remove names; content goes when no name is left and no
+                                      running sandbox uses it
   gc                                  remove unnamed content and abandoned imports
   build RECIPE [--name N] [--packages p1,p2] [--mirror LINE]...
                                       build a Debian bookworm image with mmdebstrap (root);
                                       recipes: %s
+  build [RECIPE] --env NAME | --agent ID
+                                      build the image an environment or agent names in
+                                      [sandbox.docker] image, with its packages baked in
   import FILE|DIR [--name N]          import a rootfs tarball (.tar, .tar.gz, .tar.zst), a docker save
                                       archive, an OCI image layout or a root filesystem directory
 
@@ -202,12 +208,13 @@ func rootfsInspect(ctx context.Context, g *globals, args []string) int {
 
 func rootfsRm(ctx context.Context, g *globals, args []string) int {
 	fs := flag.NewFlagSet("vial rootfs rm", flag.ContinueOnError)
+	force := fs.Bool("force", false, "remove the names even if running sandboxes use the image (its content goes at the next gc after they end)")
 	pos, code, ok := rootfsFlags(fs, g, args)
 	if !ok {
 		return code
 	}
 	if len(pos) == 0 {
-		fmt.Fprintln(g.Stderr, "usage: vial rootfs rm NAME...")
+		fmt.Fprintln(g.Stderr, "usage: vial rootfs rm [--force] NAME...")
 		return exitUsage
 	}
 	s, err := rootfsStore(g)
@@ -216,7 +223,7 @@ func rootfsRm(ctx context.Context, g *globals, args []string) int {
 	}
 	rc := 0
 	for _, n := range pos {
-		if err := s.Remove(n); err != nil {
+		if err := s.Remove(n, *force); err != nil {
 			rc = rootfsFail(g, "rm", err)
 			continue
 		}
@@ -242,6 +249,9 @@ func rootfsGC(ctx context.Context, g *globals, args []string) int {
 	res, err := s.GC()
 	for _, d := range res.Removed {
 		fmt.Fprintf(g.Stdout, "removed %s\n", d)
+	}
+	for _, d := range res.InUse {
+		fmt.Fprintf(g.Stdout, "kept %s: unnamed, but running sandboxes use it\n", d)
 	}
 	fmt.Fprintf(g.Stdout, "freed %s: %d unnamed images, %d abandoned imports\n", rootfs.HumanSize(res.Bytes), len(res.Removed), res.Staging)
 	if err != nil {
@@ -272,7 +282,10 @@ func (l *rootfsMirrorFlag) Set(v string) error { *l = append(*l, v); return nil 
 
 func rootfsBuild(ctx context.Context, g *globals, args []string) int {
 	fs := flag.NewFlagSet("vial rootfs build", flag.ContinueOnError)
-	name := fs.String("name", "", "store the image under this name[:tag] (default: the recipe's name)")
+	name := fs.String("name", "", "store the image under this name[:tag] (default: the recipe's name, or the environment's image)")
+	env := fs.String("env", "", "build the image environment NAME uses: its [sandbox.docker] image and packages")
+	agent := fs.String("agent", "", "build the image agent ID uses (its merged [sandbox.docker] image and packages)")
+	configDir := fs.String("config-dir", envOr("VIAL_CONFIG_DIR", config.DefaultDir), "configuration directory for --env and --agent")
 	var pkgs rootfsListFlag
 	var mirrors rootfsMirrorFlag
 	fs.Var(&pkgs, "packages", "extra packages to bake in, comma separated; Python names map to Debian ones (numpy -> python3-numpy)")
@@ -281,26 +294,126 @@ func rootfsBuild(ctx context.Context, g *globals, args []string) int {
 	if !ok {
 		return code
 	}
-	if len(pos) != 1 {
-		fmt.Fprintf(g.Stderr, "usage: vial rootfs build RECIPE [--name N] [--packages p1,p2] [--mirror LINE]\nrecipes: %s\n", strings.Join(rootfs.Recipes(), ", "))
+	usage := func() int {
+		fmt.Fprintf(g.Stderr, "usage: vial rootfs build RECIPE [--name N] [--packages p1,p2] [--mirror LINE]\n"+
+			"       vial rootfs build [RECIPE] --env NAME | --agent ID [--config-dir DIR] [--packages p1,p2]\nrecipes: %s\n", strings.Join(rootfs.Recipes(), ", "))
 		return exitUsage
 	}
-	debs, unmapped := rootfs.DebianPackages(pkgs)
+	if *env != "" && *agent != "" {
+		fmt.Fprintln(g.Stderr, "vial rootfs build: --env and --agent exclude each other")
+		return usage()
+	}
+	fromConfig := *env != "" || *agent != ""
+	if len(pos) > 1 || (len(pos) == 0 && !fromConfig) {
+		return usage()
+	}
+	recipe := ""
+	if len(pos) == 1 {
+		recipe = pos[0]
+	}
+	var wanted []string // as the user spelled them, for the messages
+	if fromConfig {
+		img, envPkgs, what, err := rootfsFromConfig(*configDir, *env, *agent)
+		if err != nil {
+			fmt.Fprintf(g.Stderr, "vial rootfs build: %v\n", err)
+			return exitUsage
+		}
+		if *name == "" {
+			*name = img
+		}
+		if recipe == "" {
+			recipe = rootfs.RecipeFor(img)
+		}
+		if recipe == "" {
+			flagHint := "--agent " + *agent
+			if *env != "" {
+				flagHint = "--env " + *env
+			}
+			fmt.Fprintf(g.Stderr, "vial rootfs build: %s: image %q does not say which recipe builds it; name one: vial rootfs build RECIPE %s (recipes: %s)\n",
+				what, img, flagHint, strings.Join(rootfs.Recipes(), ", "))
+			return exitUsage
+		}
+		// An environment lists packages as pip names; those vial knows map
+		// to their Debian packages, anything else is tried as a Debian
+		// package name, and said so.
+		for _, p := range envPkgs {
+			if _, known := rootfs.PythonPackage(p); !known {
+				fmt.Fprintf(g.Stderr, "vial rootfs build: note: %s: package %q has no known Debian equivalent; trying it as a Debian package name\n", what, p)
+			}
+		}
+		wanted = append(wanted, envPkgs...)
+		fmt.Fprintf(g.Stderr, "==> %s: image %s, recipe %s, packages %s\n", what, *name, recipe, orNone(envPkgs))
+	}
+	wanted = append(wanted, pkgs...)
+	debs, unmapped := rootfs.DebianPackages(wanted)
 	if len(unmapped) > 0 {
-		fmt.Fprintf(g.Stderr, "vial rootfs build: --packages %s: not Debian package names\n", strings.Join(unmapped, ", "))
+		fmt.Fprintf(g.Stderr, "vial rootfs build: packages %s: not Debian package names, and vial knows no Debian package for them\n", strings.Join(unmapped, ", "))
 		return exitUsage
+	}
+	if w := pythonVersionMismatch(*name, recipe); w != "" {
+		fmt.Fprintf(g.Stderr, "vial rootfs build: note: %s\n", w)
 	}
 	s, err := rootfsStore(g)
 	if err != nil {
 		return rootfsFail(g, "build", err)
 	}
 	s.Progress = g.Stderr
-	info, err := s.Build(ctx, rootfs.BuildOptions{Recipe: pos[0], Name: *name, Packages: debs, Mirrors: mirrors, Output: g.Stderr})
+	info, err := s.Build(ctx, rootfs.BuildOptions{Recipe: recipe, Name: *name, Packages: debs, Mirrors: mirrors, Output: g.Stderr})
 	if err != nil {
 		return rootfsFail(g, "build", err)
 	}
 	fmt.Fprintf(g.Stdout, "%s %s\n", info.Name, info.Digest)
 	return 0
+}
+
+// rootfsFromConfig reads the [sandbox.docker] image and packages of an
+// environment template or an agent.
+func rootfsFromConfig(dir, env, agent string) (image string, packages []string, what string, err error) {
+	opts := configOptions(dir, agent, nil)
+	what = "agent " + agent
+	if env != "" {
+		opts.Template, what = env, "environment "+env
+	}
+	r, err := config.Load(opts)
+	if err != nil {
+		return "", nil, what, err
+	}
+	switch {
+	case r.Image == "" || r.Image == "host":
+		return "", nil, what, fmt.Errorf("%s uses the built-in host image, which is not built; set [sandbox.docker] image to a name such as \"python\" first", what)
+	case filepath.IsAbs(r.Image):
+		return "", nil, what, fmt.Errorf("%s uses the directory %s as its image; vial builds only stored images", what, r.Image)
+	}
+	if _, err := rootfs.NormalizeName(r.Image); err != nil {
+		return "", nil, what, fmt.Errorf("%s: [sandbox.docker] image: %w", what, err)
+	}
+	return r.Image, r.Packages, what, nil
+}
+
+func orNone(l []string) string {
+	if len(l) == 0 {
+		return "none"
+	}
+	return strings.Join(l, ", ")
+}
+
+var pythonTagRE = regexp.MustCompile(`^(3\.[0-9]+)(?:[.-]|$)`)
+
+// pythonVersionMismatch warns when a python image's tag names a Python
+// version ("python:3.12-slim") other than the one Debian bookworm ships.
+func pythonVersionMismatch(name, recipe string) string {
+	if recipe != "python" && recipe != "data-science" {
+		return ""
+	}
+	key, err := rootfs.NormalizeName(name)
+	if err != nil {
+		return ""
+	}
+	_, tag, _ := strings.Cut(key[strings.LastIndexByte(key, '/')+1:], ":")
+	if m := pythonTagRE.FindStringSubmatch(tag); m != nil && m[1] != "3.11" {
+		return fmt.Sprintf("%s will hold Python 3.11, the version Debian bookworm ships, not %s", key, m[1])
+	}
+	return ""
 }
 
 func rootfsImport(ctx context.Context, g *globals, args []string) int {

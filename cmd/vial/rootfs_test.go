@@ -85,3 +85,88 @@ func TestRootfsCLI(t *testing.T) {
 		t.Errorf("second rm: code %d, want 1", code)
 	}
 }
+
+// TestRootfsBuildFromConfig checks what `vial rootfs build --env|--agent`
+// decides before it builds anything (the builds themselves need root and
+// a mirror; rootfs.TestBuildPython covers those).
+func TestRootfsBuildFromConfig(t *testing.T) {
+	state, cfg := t.TempDir(), t.TempDir()
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"host image", []string{"build", "--env", "minimal"}, "built-in host image"},
+		{"unknown env", []string{"build", "--env", "nope"}, `environment "nope" not found`},
+		{"env and agent", []string{"build", "--env", "minimal", "--agent", "x"}, "exclude each other"},
+		{"unknown agent", []string{"build", "--agent", "ghost"}, `agent "ghost" not found`},
+		{"bad extra package", []string{"build", "--env", "data-science", "--packages", "Not A Package!"}, "not Debian package names"},
+		{"no recipe", []string{"build"}, "usage:"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, _, errs := rootfsRun(t, state, append(tc.args, "--config-dir", cfg)...)
+			if code != exitUsage || !strings.Contains(errs, tc.want) {
+				t.Errorf("code %d, stderr:\n%s\nwant %q", code, errs, tc.want)
+			}
+		})
+	}
+	// An environment whose image names no recipe asks for one.
+	writeEnv(t, cfg, "tools", "[sandbox.docker]\nimage = \"ghcr.io/acme/tools:2\"\npackages = [\"jq\"]\n")
+	code, _, errs := rootfsRun(t, state, "build", "--env", "tools", "--config-dir", cfg)
+	if code != exitUsage || !strings.Contains(errs, "vial rootfs build RECIPE --env tools") {
+		t.Errorf("code %d, stderr:\n%s", code, errs)
+	}
+}
+
+func writeEnv(t *testing.T, cfg, name, body string) {
+	t.Helper()
+	dir := filepath.Join(cfg, "config", "environments")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	body = "[metadata]\nname = \"" + name + "\"\n\n" + body
+	if err := os.WriteFile(filepath.Join(dir, name+".toml"), []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestPythonVersionMismatch(t *testing.T) {
+	for _, tc := range []struct{ name, recipe, want string }{
+		{"python:3.11-slim", "python", ""},
+		{"python:3.12-slim", "python", "not 3.12"},
+		{"python", "python", ""},
+		{"node:3.12", "node", ""},
+		{"ghcr.io/x/ds:3.10", "data-science", "not 3.10"},
+	} {
+		if got := pythonVersionMismatch(tc.name, tc.recipe); (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("pythonVersionMismatch(%q, %q) = %q, want %q", tc.name, tc.recipe, got, tc.want)
+		}
+	}
+}
+
+// TestResolveImageNames: names with a registry or a path in them go to the
+// store, whose not-found error says how to get the image; relative
+// directories are refused rather than guessed at.
+func TestResolveImageNames(t *testing.T) {
+	state := t.TempDir()
+	for _, tc := range []struct{ name, want string }{
+		{"ghcr.io/x/y", "rootfs import FILE --name ghcr.io/x/y:latest"},
+		{"python:3.11-slim", "vial --state-dir " + state + " rootfs build python --name python:3.11-slim"},
+		{"docker.io/library/python:3.12", "rootfs build python --name python:3.12"},
+		{"./rootfs", "must be given as an absolute path"},
+	} {
+		_, err := resolveImage(state, tc.name)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("resolveImage(%q) = %v, want it to say %q", tc.name, err, tc.want)
+		}
+	}
+	// A relative path that names a directory here is refused too.
+	wd := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(wd, "images", "py"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(wd)
+	if _, err := resolveImage(state, "images/py"); err == nil || !strings.Contains(err.Error(), "absolute path") {
+		t.Errorf("resolveImage of a relative directory: %v", err)
+	}
+}
