@@ -294,7 +294,7 @@ const defaultInstructions = `vial runs code in hardened, isolated Linux sandboxe
 - run_code keeps state between calls (variables, imports, functions, files) in a context, like a notebook kernel. Without context_id it uses one default context per language (python, javascript, bash). create_context gives you extra, separate contexts; stop_context releases one.
 - run_shell runs shell commands in a persistent bash context (the working directory and variables persist).
 - execute_python runs a self-contained script in a fresh throw-away sandbox; nothing persists.
-- Each context has a private /workspace directory. read_file, write_file, list_directory, search_files and delete_file work on it; paths are relative to /workspace (or start with /workspace/). Nothing outside /workspace is reachable.
+- The default contexts (no context_id) share one /workspace directory, so files written by one tool are visible to the others; a context from create_context has a private /workspace of its own. read_file, write_file, list_directory, search_files and delete_file work on it; paths are relative to /workspace (or start with /workspace/). Nothing outside /workspace is reachable.
 - A program that fails is a normal result: read the status line (first line) and the error and traceback. A timeout interrupts the code and the context normally survives; an out-of-memory kill ends the context.`
 
 func mustJSON(v any) []byte {

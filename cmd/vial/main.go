@@ -21,9 +21,12 @@ import (
 type globals struct {
 	StateDir string // root of every piece of state vial keeps
 	LogLevel string
-	Log      *slog.Logger
-	Stdout   io.Writer
-	Stderr   io.Writer
+	// LogLevelSet reports that the operator chose the level (--log-level
+	// or VIAL_LOG_LEVEL), which then wins over the configuration's.
+	LogLevelSet bool
+	Log         *slog.Logger
+	Stdout      io.Writer
+	Stderr      io.Writer
 }
 
 // command is one subcommand: run receives the arguments after its name and
@@ -71,6 +74,8 @@ func realMain(args []string) int {
 		}
 		return exitUsage
 	}
+	fs.Visit(func(f *flag.Flag) { g.LogLevelSet = g.LogLevelSet || f.Name == "log-level" })
+	g.LogLevelSet = g.LogLevelSet || os.Getenv("VIAL_LOG_LEVEL") != ""
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(g.LogLevel)); err != nil {
 		fmt.Fprintf(os.Stderr, "vial: --log-level %q: want debug, info, warn or error\n", g.LogLevel)

@@ -173,12 +173,17 @@ func applyAgent(g *globals, fs *flag.FlagSet, configDir, agent string, sets []st
 	if err != nil {
 		return err
 	}
+	if err := applyLogging(g, res.Logging, res.SecretValues()); err != nil {
+		return err
+	}
 	for _, w := range res.Warnings {
 		fmt.Fprintf(g.Stderr, "vial: warning: %s\n", w)
 	}
 	if res.Mode == config.ModeLocal {
-		// Deny by default: vial run never runs code without a sandbox.
-		return fmt.Errorf("agent %q uses sandbox.mode = \"local\" (no isolation); vial run only runs sandboxed code: set sandbox.mode = \"docker\"", agent)
+		// Deny: vial run has no unsandboxed path at all (vial serve has one,
+		// behind --allow-unsandboxed); a one-off command on the host needs
+		// no vial.
+		return localRefusal(agent, res, "vial run has no unsandboxed mode: run the command directly, or sandbox it with --set sandbox.mode=docker")
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })

@@ -30,6 +30,19 @@ type serveConfig struct {
 	IdleTimeout time.Duration
 	// MaxLifetime stops a context this long after it started; 0 = never.
 	MaxLifetime time.Duration
+	// Env is the environment of every sandboxed process (KEY=VALUE), from
+	// the configuration's [shell.env].
+	Env []string
+	// Environments are the named environments create_context may select,
+	// by name; nil when no configuration is loaded.
+	Environments map[string]environment
+	// AllowUnsandboxed is the operator's acknowledgement (a flag, never a
+	// tool argument) that sandbox.mode = "local" may run code unsandboxed.
+	AllowUnsandboxed bool
+	// Local runs contexts as host processes with no isolation: the
+	// configuration says sandbox.mode = "local" and the operator
+	// acknowledged it.
+	Local bool
 	// MCP holds the tool layer's options; its Engine is set by cmdServe.
 	MCP mcp.Options
 }
@@ -73,6 +86,7 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 	legacy := fs.Bool("legacy-protocol", false, "answer server/discover with Method not found so clients use the initialize handshake")
 	agent := fs.String("agent", "", "agent ID whose configuration applies (runtime, image, limits, tools)")
 	configDir := fs.String("config-dir", "", "configuration directory (default $VIAL_CONFIG_DIR or /etc/vial)")
+	allowLocal := fs.Bool(localAckFlag, false, "acknowledge that an agent with sandbox.mode = \"local\" runs code on this host with NO ISOLATION (refused without it)")
 	fs.Usage = func() {
 		fmt.Fprintln(g.Stderr, "usage: vial serve [flags]")
 		fs.PrintDefaults()
@@ -93,15 +107,15 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 	}
 
 	cfg := serveConfig{
-		Runtime:     *rt,
-		Image:       *image,
-		Limits:      runtime.Limits{MemoryBytes: mem.bytes, CPUs: *cpus, Pids: *pids, TmpBytes: tmp.bytes},
-		MaxContexts: *maxContexts,
-		IdleTimeout: *idle,
-		MaxLifetime: *lifetime,
+		Runtime:          *rt,
+		Image:            *image,
+		Limits:           runtime.Limits{MemoryBytes: mem.bytes, CPUs: *cpus, Pids: *pids, TmpBytes: tmp.bytes},
+		MaxContexts:      *maxContexts,
+		IdleTimeout:      *idle,
+		MaxLifetime:      *lifetime,
+		AllowUnsandboxed: *allowLocal,
 		MCP: mcp.Options{
 			Version: version,
-			Log:     g.Log,
 			Limits: mcp.Limits{
 				MaxCodeBytes:   int(maxCode.bytes),
 				DefaultTimeout: *timeout,
@@ -122,6 +136,11 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 		if err := applyServeConfig(g, fs, *configDir, *agent, &cfg); err != nil {
 			return fail(g, err)
 		}
+	}
+	// The configuration may have replaced the logger ([logging]).
+	cfg.MCP.Log = g.Log
+	if cfg.Local {
+		warnUnsandboxed(g.Stderr, "vial serve")
 	}
 	if newServeEngine == nil {
 		fmt.Fprintln(g.Stderr, "vial serve: this build has no sandbox engine adapter (cmd/vial/engine_adapter.go)")

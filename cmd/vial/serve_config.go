@@ -1,18 +1,50 @@
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"slices"
+	"strings"
+	"time"
 
 	"github.com/vial-run/vial/config"
 	"github.com/vial-run/vial/mcp"
+	"github.com/vial-run/vial/runtime"
 )
+
+// environment is one named execution environment that create_context may
+// select: a template of the configuration (config/environments/NAME.toml),
+// already tightened to the serving agent's ceilings.
+type environment struct {
+	Name    string
+	Runtime string
+	Image   string
+	Limits  runtime.Limits // every field set
+	Timeout time.Duration  // ceiling of one call in this environment
+	Env     []string       // KEY=VALUE from [shell.env]
+	// Refused, if set, says why a model may not select this environment
+	// (sandbox.mode = "local": only the operator may choose no
+	// isolation).
+	Refused string
+}
+
+// isolation ranks the runtimes by how strongly they isolate: an
+// environment a model selects may move a context to a stronger runtime,
+// never to a weaker one than the agent's.
+var isolation = map[string]int{"runc": 1, "crun": 1, "runsc": 2}
+
+// localAckFlag is the flag with which the operator acknowledges that
+// sandbox.mode = "local" runs code with no isolation.
+const localAckFlag = "allow-unsandboxed"
 
 // applyServeConfig applies the layered configuration of agent (from
 // configDir, "" for the default) onto cfg: runtime, image, limits, the
-// call timeout — which is also the ceiling a model cannot raise — and the
-// enabled tools. Flags given explicitly on the command line win.
+// call timeout — which is also the ceiling a model cannot raise — the
+// enabled tools, the sandbox environment, the named environments
+// create_context may select, [logging] and sandbox.mode. Flags given
+// explicitly on the command line win.
 func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg *serveConfig) error {
 	if configDir == "" {
 		configDir = envOr("VIAL_CONFIG_DIR", "/etc/vial")
@@ -21,15 +53,20 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 	if err != nil {
 		return err
 	}
+	if err := applyLogging(g, res.Logging, res.SecretValues()); err != nil {
+		return err
+	}
 	for _, w := range res.Warnings {
 		g.Log.Warn(w)
 	}
-	if res.Mode == config.ModeLocal {
-		// Deny by default: vial serve never runs a model's code unsandboxed.
-		return fmt.Errorf("agent %q uses sandbox.mode = \"local\" (no isolation); vial serve only runs sandboxed code: set sandbox.mode = \"docker\"", agent)
-	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	if res.Mode == config.ModeLocal {
+		if !cfg.AllowUnsandboxed {
+			return localRefusal(agent, res, fmt.Sprintf("vial serve refuses it unless the operator acknowledges it with --%s; for sandboxed code set sandbox.mode = \"docker\"", localAckFlag))
+		}
+		cfg.Local = true
+	}
 	if !set["runtime"] && res.Runtime != "" {
 		cfg.Runtime = res.Runtime
 	}
@@ -45,6 +82,7 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 			cfg.MCP.Limits.MaxTimeout = t
 		}
 	}
+	cfg.Env = envList(res.Shell.Env)
 	if !set["tools"] {
 		// The configuration names tools canonically (run_python and
 		// execute_python are run_code); offer every MCP tool whose
@@ -59,6 +97,122 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 			return fmt.Errorf("agent %q enables no tool vial implements (enabled: %v)", agent, res.Tools.Enabled)
 		}
 	}
-	g.Log.Info("configuration applied", "agent", agent, "runtime", cfg.Runtime, "image", cfg.Image, "tools", cfg.MCP.Tools)
+	envs, err := loadEnvironments(configDir, *cfg)
+	if err != nil {
+		return err
+	}
+	cfg.Environments = envs
+	g.Log.Info("configuration applied", "agent", agent, "runtime", cfg.Runtime, "image", cfg.Image, "tools", cfg.MCP.Tools,
+		"environments", slices.Sorted(maps.Keys(envs)), "local", cfg.Local)
 	return nil
+}
+
+// localRefusal is the error for sandbox.mode = "local" that is not run:
+// what the configuration asks for, where, what it would mean, and remedy.
+func localRefusal(agent string, res *config.Resolved, remedy string) error {
+	who := "the system defaults"
+	if agent != "" {
+		who = fmt.Sprintf("agent %q", agent)
+	}
+	return fmt.Errorf("%s uses sandbox.mode = \"local\" (%s): code would run directly on this host with NO ISOLATION "+
+		"(no namespaces, seccomp, cgroup limits or read-only root; it could read and change whatever its user can, and reach any network); %s",
+		who, res.Provenance["sandbox.mode"].Pos, remedy)
+}
+
+// loadEnvironments resolves every template of the configuration as an
+// environment create_context may select, tightened to the ceilings of
+// cfg (the agent's configuration with the operator's flags). A template
+// that does not resolve is an error: the configuration is the source of
+// truth, and config validate reports the same problem.
+func loadEnvironments(configDir string, cfg serveConfig) (map[string]environment, error) {
+	opts := configOptions(configDir, "", nil)
+	list, err := config.Templates(opts)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]environment{}
+	var errs []error
+	for _, t := range list {
+		opts.Template = t.Name
+		res, err := config.Load(opts)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("environment %s: %w", t.Name, err))
+			continue
+		}
+		out[t.Name] = tightenEnvironment(t.Name, res, cfg)
+	}
+	return out, errors.Join(errs...)
+}
+
+// tightenEnvironment maps a resolved template onto an environment whose
+// limits, timeout and runtime are no looser than cfg's: an environment is
+// chosen by a model's create_context argument, and a model's arguments may
+// tighten a limit, never loosen it. The operator's configuration of the
+// template still decides everything below the ceiling.
+func tightenEnvironment(name string, res *config.Resolved, cfg serveConfig) environment {
+	ceil := cfg.Limits.WithDefaults()
+	lower := func(v, c int64) int64 {
+		if v <= 0 || v > c {
+			return c
+		}
+		return v
+	}
+	e := environment{
+		Name:    name,
+		Runtime: res.Runtime,
+		Image:   res.Image,
+		Limits: runtime.Limits{
+			MemoryBytes: lower(res.MemoryBytes, ceil.MemoryBytes),
+			Pids:        lower(res.PidsLimit, ceil.Pids),
+			TmpBytes:    lower(res.TmpBytes, ceil.TmpBytes),
+			DiskBytes:   lower(res.DiskBytes, ceil.DiskBytes),
+			CPUs:        ceil.CPUs,
+		},
+		Timeout: time.Duration(lower(int64(res.Timeout()), int64(maxTimeout(cfg.MCP.Limits)))),
+		Env:     envList(res.Shell.Env),
+	}
+	if res.CPUs > 0 && res.CPUs < ceil.CPUs {
+		e.Limits.CPUs = res.CPUs
+	}
+	if e.Runtime == "" || isolation[e.Runtime] < isolation[cfg.Runtime] {
+		e.Runtime = cfg.Runtime
+	}
+	if e.Image == "" {
+		e.Image = cfg.Image
+	}
+	if res.Mode == config.ModeLocal {
+		e.Refused = "it runs code without isolation (sandbox.mode = \"local\"), which only the operator can choose"
+	}
+	return e
+}
+
+// maxTimeout is the call-timeout ceiling mcp.NewServer will use for l.
+func maxTimeout(l mcp.Limits) time.Duration {
+	if l.MaxTimeout > 0 {
+		return l.MaxTimeout
+	}
+	return max(mcp.DefaultLimits.MaxTimeout, l.DefaultTimeout)
+}
+
+// envList turns [shell.env] into KEY=VALUE entries, sorted.
+func envList(m map[string]string) []string {
+	out := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		out = append(out, k+"="+m[k])
+	}
+	return out
+}
+
+// environmentNames lists the names a model may select, for messages.
+func environmentNames(envs map[string]environment) string {
+	var names []string
+	for _, n := range slices.Sorted(maps.Keys(envs)) {
+		if envs[n].Refused == "" {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
 }
