@@ -33,7 +33,10 @@ test-root: ## only the root integration and end-to-end tests
 check: lint test ## what CI runs: lint and every test
 
 bench: build ## cold-start and round-trip benchmarks against the raw runtimes
+	@# The stored python image (built once, ~25 s) for the image comparisons.
+	bin/vial --state-dir $(STATE_DIR)-bench rootfs inspect python >/dev/null 2>&1 || bin/vial --state-dir $(STATE_DIR)-bench rootfs build python
 	bin/vial --state-dir $(STATE_DIR)-bench bench
+	$(GO) run ./test/mcpbench -vial bin/vial -runtimes runc,runsc
 	$(GO) test -run '^$$' -bench . -benchtime 200x ./runtime/ ./test/... || true
 
 fuzz: ## run each fuzz target for 30 s
