@@ -106,6 +106,23 @@ func InitCommand(dir string, argv []string) []string {
 	return append([]string{path.Join(dir, initFile), InitArg, "--"}, argv...)
 }
 
+// SandboxCommand returns the argv that starts lang's driver as the pid 1
+// of a sandbox, with the drivers and the init found in dir (DriverDir).
+// Pid 1 must reap the orphans the user's code leaves. Node cannot, so it
+// runs under the init. Bash reaps any child it is sent SIGCHLD for, and
+// the python driver forks its own init at start; neither pays the extra
+// exec of the init (about 1 ms under runc and 17 ms under runsc).
+func SandboxCommand(lang Language, dir string) ([]string, error) {
+	argv, err := DriverCommand(lang, dir)
+	if err != nil {
+		return nil, err
+	}
+	if lang == JavaScript {
+		return InitCommand(dir, argv), nil
+	}
+	return argv, nil
+}
+
 // ParseLanguage maps the names a model may use to a Language.
 func ParseLanguage(s string) (Language, error) {
 	switch s {

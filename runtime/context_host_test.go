@@ -9,12 +9,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vial-run/vial/internal/proctree"
 )
 
 // hostTransport runs a driver as a plain host process: no sandbox, for
 // tests only. It mirrors what the engine does: the driver's stdio are
 // pipes, it is the leader of its own process group, and Close kills the
-// whole group.
+// whole process tree.
 type hostTransport struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
@@ -76,6 +78,9 @@ func (h *hostTransport) Signal(_ context.Context, sig syscall.Signal) error {
 
 func (h *hostTransport) Close() error {
 	h.once.Do(func() {
+		// The whole tree: the driver and node's kernel each run in a
+		// session of their own, which a group kill would miss.
+		proctree.Kill(h.cmd.Process.Pid)
 		_ = syscall.Kill(-h.cmd.Process.Pid, syscall.SIGKILL)
 		_ = h.stdin.Close()
 	})

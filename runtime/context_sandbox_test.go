@@ -102,13 +102,13 @@ func TestContextsInSandboxes(t *testing.T) {
 // does, hands f the context, and checks the file f's calls wrote.
 func runContext(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image, drivers string, lang runtime.Language, f func(*runtime.Context)) {
 	t.Helper()
-	argv, err := runtime.DriverCommand(lang, runtime.DriverDir)
+	argv, err := runtime.SandboxCommand(lang, runtime.DriverDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sb, err := e.Start(t.Context(), rt, runtime.Request{
 		Image: img,
-		Args:  runtime.InitCommand(runtime.DriverDir, argv),
+		Args:  argv,
 		Binds: []rootfs.Bind{{Source: drivers, Target: runtime.DriverDir}},
 	})
 	if err != nil {

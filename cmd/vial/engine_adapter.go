@@ -275,7 +275,7 @@ func (a *serveAdapter) start(ctx context.Context, lang runtime.Language, envName
 	if a.local {
 		return a.startLocal(lang, env, ws)
 	}
-	argv, err := runtime.DriverCommand(lang, runtime.DriverDir)
+	argv, err := runtime.SandboxCommand(lang, runtime.DriverDir)
 	if err != nil {
 		return nil, "", err
 	}
@@ -292,7 +292,7 @@ func (a *serveAdapter) start(ctx context.Context, lang runtime.Language, envName
 	}
 	sb, err := a.eng.Start(ctx, env.Runtime, runtime.Request{
 		Image:     img,
-		Args:      runtime.InitCommand(runtime.DriverDir, argv),
+		Args:      argv,
 		Env:       env.Env,
 		Binds:     []rootfs.Bind{{Source: a.driverDir, Target: runtime.DriverDir}},
 		Limits:    env.Limits,

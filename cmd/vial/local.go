@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vial-run/vial/internal/proctree"
 	"github.com/vial-run/vial/runtime"
 	"github.com/vial-run/vial/runtime/oci"
 )
@@ -183,6 +184,9 @@ func (t *localTransport) Signal(_ context.Context, sig syscall.Signal) error {
 func (t *localTransport) Close() error {
 	var err error
 	t.once.Do(func() {
+		// The driver's whole tree: node's kernel runs in a session of its
+		// own, which a group kill would miss.
+		proctree.Kill(t.cmd.Process.Pid)
 		_ = syscall.Kill(-t.cmd.Process.Pid, syscall.SIGKILL)
 		_ = t.stdin.Close()
 		select {
