@@ -183,9 +183,9 @@ func (e *Engine) newID() string {
 	return "v" + e.tag + "-" + hex.EncodeToString(b[:])
 }
 
-// owns reports whether sandbox id was named by an engine on this state
+// Owns reports whether sandbox id was named by an engine on this state
 // directory.
-func (e *Engine) owns(id string) bool { return strings.HasPrefix(id, "v"+e.tag+"-") }
+func (e *Engine) Owns(id string) bool { return strings.HasPrefix(id, "v"+e.tag+"-") }
 
 // sandbox is the state shared by Run and Start while a sandbox exists.
 type sandbox struct {

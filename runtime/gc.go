@@ -105,7 +105,7 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (GCReport, error) {
 	// gone — its removal failed — carries our tag).
 	ids, _ := cgroups.List()
 	for _, id := range ids {
-		if live[id] || !validID.MatchString(id) || !e.owns(id) {
+		if live[id] || !validID.MatchString(id) || !e.Owns(id) {
 			continue
 		}
 		if g, err := cgroups.Load(id); err == nil {

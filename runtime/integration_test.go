@@ -406,8 +406,14 @@ func counts(t *testing.T, e *runtime.Engine) leakCounts {
 		out, _ := exec.Command(b.Path, "--root", root, "list", "--quiet").Output()
 		c.Containers += len(strings.Fields(string(out)))
 	}
+	// Only this state directory's cgroups: another vial on the machine
+	// (a parallel test, a serve) is not a leak of ours.
 	ids, _ := cgroups.List()
-	c.Cgroups = len(ids)
+	for _, id := range ids {
+		if e.Owns(id) {
+			c.Cgroups++
+		}
+	}
 	c.Mounts = len(runtime.Mounts(e.StateDir()))
 	out, _ := exec.Command("pgrep", "-f", e.StateDir()).Output()
 	c.Processes = len(strings.Fields(string(out)))
