@@ -63,36 +63,28 @@ func applyToolSwitches(acc, layer *node) {
 	if lt == nil || lt.kind != kTable || at == nil || at.kind != kTable {
 		return
 	}
-	add, remove := lt.tbl["enabled"], lt.tbl["disabled"]
-	if add != nil && add.kind == kArray {
-		enabled := at.tbl["enabled"]
-		if enabled == nil || enabled.kind != kArray {
-			enabled = &node{kind: kArray}
-			at.tbl["enabled"] = enabled
-		}
-		enabled.key, enabled.val, enabled.src = add.key, add.val, add.src
-		for _, e := range add.arr {
-			if e.kind == kString {
-				enabled.arr = appendTool(enabled.arr, e)
-				if d := at.tbl["disabled"]; d != nil {
-					d.arr = removeTool(d.arr, e.s)
-				}
-			}
-		}
+	switchTools(at, lt.tbl["enabled"], "enabled", "disabled")
+	switchTools(at, lt.tbl["disabled"], "disabled", "enabled")
+}
+
+// switchTools adds the tools of a layer's list (its tools.enabled or
+// tools.disabled, given as key) to the accumulated list of the same key in
+// at, and takes them out of the opposite list.
+func switchTools(at, list *node, key, opposite string) {
+	if list == nil || list.kind != kArray {
+		return
 	}
-	if remove != nil && remove.kind == kArray {
-		disabled := at.tbl["disabled"]
-		if disabled == nil || disabled.kind != kArray {
-			disabled = &node{kind: kArray}
-			at.tbl["disabled"] = disabled
-		}
-		disabled.key, disabled.val, disabled.src = remove.key, remove.val, remove.src
-		for _, e := range remove.arr {
-			if e.kind == kString {
-				disabled.arr = appendTool(disabled.arr, e)
-				if en := at.tbl["enabled"]; en != nil {
-					en.arr = removeTool(en.arr, e.s)
-				}
+	acc := at.tbl[key]
+	if acc == nil || acc.kind != kArray {
+		acc = &node{kind: kArray}
+		at.tbl[key] = acc
+	}
+	acc.key, acc.val, acc.src = list.key, list.val, list.src
+	for _, e := range list.arr {
+		if e.kind == kString {
+			acc.arr = appendTool(acc.arr, e)
+			if o := at.tbl[opposite]; o != nil {
+				o.arr = removeTool(o.arr, e.s)
 			}
 		}
 	}
