@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/vial-run/vial/internal/testutil"
-	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
 )
 
@@ -59,19 +58,7 @@ func TestContextsReapOrphansInSandboxes(t *testing.T) {
 					if err != nil {
 						t.Fatal(err)
 					}
-					sb, err := e.Start(t.Context(), rt, runtime.Request{
-						Image:  hostImage(t),
-						Args:   argv,
-						Binds:  []rootfs.Bind{{Source: drivers, Target: runtime.DriverDir}},
-						Limits: lim,
-					})
-					if err != nil {
-						t.Fatal(err)
-					}
-					c, err := runtime.NewContext(t.Context(), sb, runtime.ContextOptions{Language: lang, Workspace: sb.Workspace})
-					if err != nil {
-						t.Fatal(err)
-					}
+					c := startContext(t, e, rt, hostImage(t), drivers, lang, lim)
 					defer c.Close()
 					run := func(code string) runtime.ExecResult {
 						t.Helper()

@@ -102,26 +102,37 @@ func TestContextsInSandboxes(t *testing.T) {
 // does, hands f the context, and checks the file f's calls wrote.
 func runContext(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image, drivers string, lang runtime.Language, f func(*runtime.Context)) {
 	t.Helper()
+	c := startContext(t, e, rt, img, drivers, lang, runtime.Limits{})
+	defer c.Close()
+	f(c)
+	ents, _ := os.ReadDir(c.Workspace())
+	if len(ents) != 1 || !strings.HasSuffix(ents[0].Name(), ".txt") {
+		t.Errorf("workspace holds %v, want the one file the code wrote", ents)
+	}
+}
+
+// startContext starts lang's driver in a sandbox from img with limits lim,
+// as vial serve does (runtime.SandboxCommand, the drivers in drivers bound
+// at DriverDir), and returns the context; the caller closes it.
+func startContext(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image, drivers string, lang runtime.Language, lim runtime.Limits) *runtime.Context {
+	t.Helper()
 	argv, err := runtime.SandboxCommand(lang, runtime.DriverDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sb, err := e.Start(t.Context(), rt, runtime.Request{
-		Image: img,
-		Args:  argv,
-		Binds: []rootfs.Bind{{Source: drivers, Target: runtime.DriverDir}},
+		Image:  img,
+		Args:   argv,
+		Binds:  []rootfs.Bind{{Source: drivers, Target: runtime.DriverDir}},
+		Limits: lim,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := runtime.NewContext(t.Context(), sb, runtime.ContextOptions{Language: lang, Workspace: sb.Workspace})
 	if err != nil {
+		sb.Close()
 		t.Fatal(err)
 	}
-	defer c.Close()
-	f(c)
-	ents, _ := os.ReadDir(sb.Workspace)
-	if len(ents) != 1 || !strings.HasSuffix(ents[0].Name(), ".txt") {
-		t.Errorf("workspace holds %v, want the one file the code wrote", ents)
-	}
+	return c
 }
