@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 )
 
@@ -37,7 +38,11 @@ const DefaultPath = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbi
 // stored image that would be a write into the tree every sandbox shares,
 // so they are made when the image is stored and the runtime refuses an
 // image that lacks one (see Image.MissingMountPoint).
-var MountPoints = []string{"proc", "sys", "dev", "tmp", "workspace", "opt/vial", "opt/vial/drivers"}
+var MountPoints = append(slices.Clone(SandboxMountPoints), "opt/vial", "opt/vial/drivers")
+
+// SandboxMountPoints are the targets of the mounts every sandbox gets,
+// whatever else is bound into it.
+var SandboxMountPoints = []string{"proc", "sys", "dev", "tmp", "workspace"}
 
 // MissingMountPoint returns the first of targets (absolute paths inside
 // the sandbox) that does not exist in a stored image's root, or "". Host

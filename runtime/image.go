@@ -19,7 +19,10 @@ import (
 // runtime would otherwise create the missing ones inside the shared tree.
 func useImage(req *Request, cu *cleanup.Stack) error {
 	img := req.Image
-	targets := []string{"/proc", "/dev", "/sys", "/tmp", "/workspace"}
+	var targets []string
+	for _, mp := range rootfs.SandboxMountPoints {
+		targets = append(targets, "/"+mp)
+	}
 	for _, b := range append(append([]rootfs.Bind(nil), img.Binds...), req.Binds...) {
 		targets = append(targets, b.Target)
 	}
