@@ -19,9 +19,13 @@ build: ## build bin/vial
 install: build ## install vial into $(PREFIX)/bin
 	install -m 0755 bin/vial $(PREFIX)/bin/vial
 
-lint: ## go vet and gofmt
+STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
+
+lint: ## go vet, gofmt, staticcheck and the dependency rules
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) run $(STATICCHECK) ./...
+	$(GO) test -count=1 ./test/deps/
 
 test: ## every test; as root this includes the integration tests on real runtimes
 	# -p 1: root tests count host-wide cgroups, so packages must not overlap.

@@ -12,6 +12,8 @@
 package cgroups
 
 import (
+	"github.com/containerd/errdefs"
+
 	"errors"
 	"fmt"
 	"math"
@@ -107,7 +109,7 @@ func Mode() string {
 }
 
 // ErrUnavailable reports that cgroups cannot be used on this host.
-var ErrUnavailable = errors.New("cgroups unavailable")
+var ErrUnavailable = errdefs.ErrUnavailable.WithMessage("cgroups unavailable")
 
 // Create makes the group for sandbox id. It carries the pids and CPU limits
 // as a second line of defence (a runtime that ignored them still cannot

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/containerd/errdefs"
+
 	"cmp"
 	"errors"
 	"fmt"
@@ -11,12 +13,12 @@ import (
 var (
 	// ErrInvalid is the class of every configuration error: a bad file, a
 	// bad value, an unknown key, tool or template.
-	ErrInvalid = errors.New("invalid configuration")
+	ErrInvalid = errdefs.ErrInvalidArgument.WithMessage("invalid configuration")
 	// ErrNotFound is returned when the agent asked for has no directory.
-	ErrNotFound = errors.New("not found")
+	ErrNotFound = errdefs.ErrNotFound
 	// ErrAboveCeiling is returned by Resolved.Tighten when a request asks
 	// for more than the configuration allows.
-	ErrAboveCeiling = errors.New("above the configured limit")
+	ErrAboveCeiling = errdefs.ErrOutOfRange.WithMessage("above the configured limit")
 )
 
 // Pos is a place in a configuration file. Line and Col count from 1; a zero

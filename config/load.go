@@ -466,7 +466,6 @@ func (l *loader) resolve(agentID string) *Resolved {
 				mergeLayer(acc, t.tree)
 				r.Chain = append(r.Chain, t.src.File)
 				r.Template = t.src.Name
-				meta = t.tree
 			}
 			if ext := l.extendsOf(agent.tree); ext != nil && ext.kind == kString {
 				r.Template = ext.s

@@ -4,17 +4,15 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"math"
 	"reflect"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
-
-	"github.com/vial-run/vial/runtime"
+	"github.com/vial-run/vial/internal/human"
+	"github.com/vial-run/vial/service"
 )
 
 // decodeArgs decodes a call's arguments into dst (a pointer to a struct
@@ -57,9 +55,9 @@ func argDecodeError(err error, dst any) error {
 		return userErrorf("invalid argument %q: expected %s, got a JSON %s", field, jsonKind(te.Type), te.Value)
 	}
 	if m := unknownField.FindStringSubmatch(err.Error()); m != nil {
-		return userErrorf("unknown argument %q; this tool takes: %s", sanitize(m[1]), strings.Join(argNames(dst), ", "))
+		return userErrorf("unknown argument %q; this tool takes: %s", human.Valid(m[1]), strings.Join(argNames(dst), ", "))
 	}
-	return userErrorf("arguments are not valid JSON for this tool: %s", sanitize(err.Error()))
+	return userErrorf("arguments are not valid JSON for this tool: %s", human.Valid(err.Error()))
 }
 
 // jsonKind names the JSON type that decodes into t.
@@ -109,82 +107,30 @@ func checkContextID(id string) error {
 	if id == "" || contextIDPattern.MatchString(id) {
 		return nil
 	}
-	return userErrorf("invalid context_id %q: use an id returned by create_context or list_contexts", truncateRunes(id, 64))
+	return userErrorf("invalid context_id %q: use an id returned by create_context or list_contexts", human.Trunc(id, 64))
 }
 
-// parseLanguage maps a language argument onto a runtime.Language.
-func parseLanguage(s string) (runtime.Language, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "python", "python3", "py":
-		return runtime.Python, nil
-	case "javascript", "js", "node", "nodejs":
-		return runtime.JavaScript, nil
-	case "bash", "shell", "sh":
-		return runtime.Bash, nil
+// parseLanguage maps a language argument onto a Language.
+func parseLanguage(s string) (service.Language, error) {
+	l, err := service.ParseLanguage(strings.ToLower(strings.TrimSpace(s)))
+	if err != nil {
+		return "", userErrorf("unsupported language %q: use python, javascript or bash", human.Trunc(s, 64))
 	}
-	return "", userErrorf("unsupported language %q: use python, javascript or bash", truncateRunes(s, 64))
+	return l, nil
 }
 
-// timeout resolves a timeout argument in seconds against the limits: nil
-// takes the default; a value may lower the limit but is clamped to the
-// ceiling. clamped reports that the ceiling applied.
-func (s *Server) timeout(arg *float64) (d time.Duration, clamped bool, err error) {
+// timeout converts a timeout argument in seconds; nil asks for the
+// default. The service decides the limit that applies.
+func timeout(arg *float64) (time.Duration, error) {
 	if arg == nil {
-		return s.limits.DefaultTimeout, false, nil
+		return 0, nil
 	}
 	v := *arg
 	if math.IsNaN(v) || math.IsInf(v, 0) || v <= 0 {
-		return 0, false, userErrorf("invalid timeout %v: give a positive number of seconds (at most %s)", v, fmtDuration(s.limits.MaxTimeout))
+		return 0, userErrorf("invalid timeout %v: give a positive number of seconds", v)
 	}
-	if v >= s.limits.MaxTimeout.Seconds() {
-		return s.limits.MaxTimeout, v > s.limits.MaxTimeout.Seconds(), nil
+	if v > 1e6 {
+		v = 1e6 // beyond any ceiling; avoids overflowing a Duration
 	}
-	d = time.Duration(v * float64(time.Second))
-	if d < time.Millisecond {
-		d = time.Millisecond
-	}
-	return d, false, nil
-}
-
-// checkCode enforces the code size limit.
-func (s *Server) checkCode(what, code string) error {
-	if code == "" {
-		return userErrorf("missing argument %q", what)
-	}
-	if len(code) > s.limits.MaxCodeBytes {
-		return userErrorf("%s is %s, above the %s limit; split it up or write it to a file with write_file and run the file",
-			what, fmtBytes(uint64(len(code))), fmtBytes(uint64(s.limits.MaxCodeBytes)))
-	}
-	return nil
-}
-
-func truncateRunes(s string, n int) string {
-	s = sanitize(s)
-	if len([]rune(s)) <= n {
-		return s
-	}
-	return string([]rune(s)[:n]) + "…"
-}
-
-func fmtBytes(n uint64) string {
-	switch {
-	case n >= 1<<30:
-		return fmt.Sprintf("%.1f GiB", float64(n)/(1<<30))
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	default:
-		return fmt.Sprintf("%d bytes", n)
-	}
-}
-
-func fmtDuration(d time.Duration) string {
-	switch {
-	case d < 10*time.Millisecond:
-		return strconv.FormatFloat(float64(d.Microseconds())/1000, 'f', 1, 64) + "ms"
-	case d < time.Second:
-		return fmt.Sprintf("%dms", d.Milliseconds())
-	}
-	return strconv.FormatFloat(d.Round(time.Millisecond).Seconds(), 'f', -1, 64) + "s"
+	return max(time.Duration(v*float64(time.Second)), time.Millisecond), nil
 }

@@ -7,15 +7,16 @@ import (
 	"log/slog"
 	"regexp"
 	"strings"
-	"unicode/utf8"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
-	"github.com/vial-run/vial/runtime"
+	"github.com/vial-run/vial/internal/errclass"
+	"github.com/vial-run/vial/internal/human"
+	"github.com/vial-run/vial/service"
 )
 
-// userError is a tool failure whose message was written for the model and
-// is safe to show: it names no host path and no runtime internals.
+// userError is a failure of the MCP layer itself (a bad argument) whose
+// message was written for the model.
 type userError struct {
 	msg string
 	err error // cause, logged only
@@ -31,38 +32,41 @@ func userErrorf(format string, args ...any) error {
 }
 
 // errorResult turns a handler's error into an isError result and records
-// the outcome. Only userErrors and engine errors of a class about the
-// request itself (not found, invalid, exhausted) show their text, and that
-// text is scrubbed of absolute host paths; anything else shows a generic
-// message and goes to the log in full.
+// the outcome. Messages written for the caller (this layer's userErrors
+// and the service's *Error) are shown as they are; other errors of a class
+// about the request itself show their text scrubbed of host paths; errors
+// about vial or the host show a generic message and go to the log in full.
+// The class decides, through errclass, as it does for every front end.
 func (s *Server) errorResult(ctx context.Context, c *call, err error) *mcpgo.CallToolResult {
 	c.outcome = "tool_error"
+	c.note(errAttr(err))
 	var ue *userError
-	switch {
-	case errors.As(err, &ue):
-		if ue.err != nil {
-			c.note(errAttr(ue.err))
-		}
+	if errors.As(err, &ue) {
 		return toolFailure(ue.msg)
-	case errors.Is(err, runtime.ErrNotFound):
-		c.note(errAttr(err))
-		return toolFailure(scrubPaths(err.Error()))
-	case errors.Is(err, runtime.ErrInvalid):
-		c.note(errAttr(err))
-		return toolFailure("invalid request: " + scrubPaths(err.Error()))
-	case errors.Is(err, runtime.ErrExhausted):
-		c.note(errAttr(err))
-		return toolFailure("limit reached: " + scrubPaths(err.Error()) + ". Stop a context you no longer need (stop_context) and try again.")
-	case errors.Is(err, runtime.ErrUnavailable):
-		c.outcome = "internal_error"
-		c.note(errAttr(err))
-		return toolFailure("the sandbox is unavailable on this host right now; the operator can find the cause in vial's log")
-	case ctx.Err() != nil:
-		c.note(errAttr(err))
+	}
+	class := errclass.Of(err)
+	msg, public := service.PublicMessage(err)
+	switch {
+	case class == errclass.Canceled || (ctx.Err() != nil && class != errclass.Exhausted):
 		return toolFailure("the call was cancelled")
+	case public && class == errclass.Exhausted:
+		return toolFailure("limit reached: " + msg)
+	case public && class != errclass.Unavailable && class != errclass.Unknown && class != errclass.Internal:
+		return toolFailure(msg)
+	case class == errclass.Exhausted:
+		return toolFailure("limit reached: " + scrubPaths(err.Error()) + ". Stop a context you no longer need (stop_context) and try again.")
+	case class == errclass.Invalid:
+		return toolFailure("invalid request: " + scrubPaths(err.Error()))
+	case class.AboutRequest():
+		return toolFailure(scrubPaths(err.Error()))
+	case class == errclass.Unavailable:
+		c.outcome = "internal_error"
+		if public {
+			return toolFailure(msg)
+		}
+		return toolFailure("the sandbox is unavailable on this host right now; the operator can find the cause in vial's log")
 	default:
 		c.outcome = "internal_error"
-		c.note(errAttr(err))
 		s.log.Error("tool call failed", "error", err)
 		return toolFailure("internal error in vial; the operator can find the cause in vial's log")
 	}
@@ -77,7 +81,7 @@ var hostPath = regexp.MustCompile(`(^|[\s"'(=:\[,])/[^\s"'():,\]]*`)
 // scrubPaths replaces absolute host paths in msg with "<host path>",
 // keeping paths inside the sandbox's /workspace.
 func scrubPaths(msg string) string {
-	return hostPath.ReplaceAllStringFunc(msg, func(m string) string {
+	return hostPath.ReplaceAllStringFunc(human.Valid(msg), func(m string) string {
 		i := strings.IndexByte(m, '/')
 		p := m[i:]
 		if p == "/" || p == "/workspace" || strings.HasPrefix(p, "/workspace/") {
@@ -85,13 +89,4 @@ func scrubPaths(msg string) string {
 		}
 		return m[:i] + "<host path>"
 	})
-}
-
-// sanitize makes s valid UTF-8, replacing invalid bytes with U+FFFD, so a
-// program's raw output can always be sent as JSON text.
-func sanitize(s string) string {
-	if utf8.ValidString(s) {
-		return s
-	}
-	return strings.ToValidUTF8(s, "\uFFFD")
 }

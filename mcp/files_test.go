@@ -8,21 +8,13 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vial-run/vial/service"
 )
 
-// workspaceOf returns the fake default python context's workspace.
-func workspaceOf(t *testing.T, eng *fakeEngine) string {
-	t.Helper()
-	dir, err := eng.Workspace(t.Context(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return dir
-}
-
 func TestFileRoundTrip(t *testing.T) {
-	s, eng, _ := newTestServer(t, Options{})
-	ws := workspaceOf(t, eng)
+	s, env, _ := newTestServer(t, Options{})
+	ws := env.workspace(t, s)
 	if r := callDirect(t, s, "write_file", map[string]any{"path": "sub/dir/a.txt", "content": "héllo\nworld\n"}); r.isError() || !strings.Contains(r.text(), "/workspace/sub/dir/a.txt") {
 		t.Fatalf("write_file: %q", r.text())
 	}
@@ -75,16 +67,22 @@ func TestFileRoundTrip(t *testing.T) {
 }
 
 func TestFileSizeCaps(t *testing.T) {
-	s, eng, _ := newTestServer(t, Options{Limits: Limits{MaxFileBytes: 1024}})
-	ws := workspaceOf(t, eng)
+	s, env, _ := newTestServer(t, Options{}, service.Options{Limits: service.Limits{MaxFileBytes: 1024, MaxReadBytes: 1000}})
+	ws := env.workspace(t, s)
 	if r := callDirect(t, s, "write_file", map[string]any{"path": "big", "content": strings.Repeat("a", 2000)}); !r.isError() || !strings.Contains(r.text(), "above the 1.0 KiB write limit") {
 		t.Errorf("oversized write: %q", r.text())
 	}
-	if err := os.WriteFile(filepath.Join(ws, "big"), make([]byte, 4096), 0o644); err != nil {
+	// Reads of larger files come in pages that say how to read on.
+	if err := os.WriteFile(filepath.Join(ws, "big"), []byte(strings.Repeat("ab", 2048)), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if r := callDirect(t, s, "read_file", map[string]any{"path": "big"}); !r.isError() || !strings.Contains(r.text(), "above the 1.0 KiB read limit") {
-		t.Errorf("oversized read: %q", r.text())
+	r := callDirect(t, s, "read_file", map[string]any{"path": "big"})
+	if r.isError() || !strings.Contains(r.text(), "bytes 0 to 1000 of 4096") || !strings.Contains(r.text(), "offset=1000") {
+		t.Errorf("first page: %q", r.text())
+	}
+	r = callDirect(t, s, "read_file", map[string]any{"path": "big", "offset": 4000})
+	if r.isError() || !strings.Contains(r.text(), "bytes 4000 to 4096 of 4096") || !strings.Contains(r.text(), "end of file") {
+		t.Errorf("last page: %q", r.text())
 	}
 }
 
@@ -92,8 +90,8 @@ func TestFileSizeCaps(t *testing.T) {
 // written, listed or deleted: not by "..", not by absolute paths, not
 // through symlinks the sandboxed code planted.
 func TestPathEscapes(t *testing.T) {
-	s, eng, _ := newTestServer(t, Options{})
-	ws := workspaceOf(t, eng)
+	s, env, _ := newTestServer(t, Options{})
+	ws := env.workspace(t, s)
 	outside := t.TempDir()
 	secret := filepath.Join(outside, "secret")
 	if err := os.WriteFile(secret, []byte("TOPSECRET"), 0o644); err != nil {
@@ -163,8 +161,8 @@ func TestPathEscapes(t *testing.T) {
 }
 
 func TestFIFODoesNotHang(t *testing.T) {
-	s, eng, _ := newTestServer(t, Options{})
-	ws := workspaceOf(t, eng)
+	s, env, _ := newTestServer(t, Options{})
+	ws := env.workspace(t, s)
 	if err := syscall.Mkfifo(filepath.Join(ws, "pipe"), 0o644); err != nil {
 		t.Skipf("mkfifo: %v", err)
 	}
@@ -187,8 +185,8 @@ func TestFIFODoesNotHang(t *testing.T) {
 }
 
 func TestSearchFiles(t *testing.T) {
-	s, eng, _ := newTestServer(t, Options{Limits: Limits{MaxSearchResults: 3}})
-	ws := workspaceOf(t, eng)
+	s, env, _ := newTestServer(t, Options{}, service.Options{Limits: service.Limits{MaxSearchResults: 3}})
+	ws := env.workspace(t, s)
 	files := map[string]string{
 		"main.py":            "import os\nprint('needle here')\n",
 		"src/util.py":        "def f():\n    return 1\n",

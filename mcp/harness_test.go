@@ -3,6 +3,7 @@ package mcp
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,10 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vial-run/vial/internal/human"
+	"github.com/vial-run/vial/service"
+	"github.com/vial-run/vial/service/servicetest"
 )
 
 // logBuffer collects the server's log for assertions.
@@ -44,15 +49,57 @@ type rawSession struct {
 	pending []map[string]any // read but not yet claimed
 }
 
-// newTestServer builds a server on a fake engine.
-func newTestServer(t *testing.T, opts Options) (*Server, *fakeEngine, *logBuffer) {
+// testEnv is what newTestServer built besides the server.
+type testEnv struct {
+	svc *service.Service
+	p   *servicetest.Provider
+}
+
+// workspace returns the host directory of the stdio session's shared
+// workspace, creating it.
+func (e *testEnv) workspace(t *testing.T, s *Server) string {
 	t.Helper()
-	eng := newFakeEngine(t)
-	if opts.Engine == nil {
-		opts.Engine = eng
+	if ws := e.p.Workspaces(); len(ws) > 0 {
+		return ws[0]
 	}
+	callDirect(t, s, "list_directory", nil)
+	ws := e.p.Workspaces()
+	if len(ws) == 0 {
+		t.Fatal("no shared workspace was made")
+	}
+	return ws[0]
+}
+
+// newTestServer builds a server on a real service whose sandboxes are
+// servicetest fakes. so, if given, configures the service.
+func newTestServer(t *testing.T, opts Options, so ...service.Options) (*Server, *testEnv, *logBuffer) {
+	t.Helper()
+	env := &testEnv{p: servicetest.New(t)}
 	lb := &logBuffer{}
-	opts.Log = slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log := slog.New(slog.NewTextHandler(lb, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var sopts service.Options
+	if len(so) > 0 {
+		sopts = so[0]
+	}
+	sopts.Provider = env.p
+	sopts.Log = log
+	if sopts.Default.Runtime == "" {
+		sopts.Default = service.Environment{Runtime: "runc", Image: "host"}
+	}
+	svc, err := service.New(sopts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.svc = svc
+	t.Cleanup(func() {
+		if err := svc.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	if opts.Service == nil {
+		opts.Service = svc
+	}
+	opts.Log = log
 	if opts.Version == "" {
 		opts.Version = "test"
 	}
@@ -60,7 +107,7 @@ func newTestServer(t *testing.T, opts Options) (*Server, *fakeEngine, *logBuffer
 	if err != nil {
 		t.Fatalf("NewServer: %v", err)
 	}
-	return s, eng, lb
+	return s, env, lb
 }
 
 // startRaw serves s on pipes and returns a session; it fails the test if
@@ -80,7 +127,7 @@ func startRaw(t *testing.T, s *Server, lb *logBuffer) *rawSession {
 		for sc.Scan() {
 			var m map[string]any
 			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-				t.Errorf("server wrote a non-JSON line: %q", truncateRunes(sc.Text(), 200))
+				t.Errorf("server wrote a non-JSON line: %q", human.Trunc(sc.Text(), 200))
 				continue
 			}
 			rs.msgs <- m

@@ -8,6 +8,7 @@ import (
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
+	"github.com/vial-run/vial/internal/human"
 )
 
 // startProgress sends notifications/progress every s.progress while a call
@@ -42,7 +43,7 @@ func (s *Server) startProgress(ctx context.Context, req mcpgo.CallToolRequest, l
 					"progressToken": token,
 					"progress":      elapsed.Seconds(),
 					"total":         limit.Seconds(),
-					"message":       fmt.Sprintf("running for %s (time limit %s)", fmtDuration(elapsed.Round(time.Second)), fmtDuration(limit)),
+					"message":       fmt.Sprintf("running for %s (time limit %s)", human.Duration(elapsed.Round(time.Second)), human.Duration(limit)),
 				})
 				if err != nil {
 					s.log.Debug("sending progress", "error", err)

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/vial-run/vial/internal/human"
 )
 
 // The stdio tests are not parallel: mcp-go keeps one global stdio session.
@@ -132,7 +134,7 @@ func TestHugeCodeAndMessages(t *testing.T) {
 	big := strings.Repeat("x", 10<<20)
 	r := rs.tool("run_code", map[string]any{"code": big})
 	if !r.isError() || !strings.Contains(r.text(), "10.0 MiB, above the 1.0 MiB limit") {
-		t.Errorf("10 MB code: %q", truncateRunes(r.text(), 300))
+		t.Errorf("10 MB code: %q", human.Trunc(r.text(), 300))
 	}
 	// A message above the framing limit is answered and skipped.
 	rs.request("tools/call", map[string]any{"name": "run_code", "arguments": map[string]any{"code": strings.Repeat("y", 13<<20)}})
@@ -153,7 +155,7 @@ func TestConcurrentCallsDoNotBlock(t *testing.T) {
 	rs := startRaw(t, s, lb)
 	rs.initialize()
 	// A long call must not hold up short ones.
-	slow := rs.request("tools/call", map[string]any{"name": "run_code", "arguments": map[string]any{"code": "sleep 3000"}})
+	slow := rs.request("tools/call", map[string]any{"name": "run_code", "arguments": map[string]any{"code": "sleep 3000", "language": "javascript"}})
 	start := time.Now()
 	var ids []int
 	for i := range 20 {
@@ -168,7 +170,7 @@ func TestConcurrentCallsDoNotBlock(t *testing.T) {
 	if d := time.Since(start); d > 2*time.Second {
 		t.Errorf("short calls took %v behind a 3 s call", d)
 	}
-	if r := toolResult(rs.response(slow)["result"].(map[string]any)); !strings.Contains(r.text(), "slept") {
+	if r := toolResult(rs.response(slow)["result"].(map[string]any)); !strings.HasPrefix(r.text(), "status: ok") {
 		t.Errorf("slow call: %q", r.text())
 	}
 }

@@ -167,41 +167,138 @@ func TestMCPGoClient(t *testing.T) {
 	}
 }
 
-func TestStreamableHTTP(t *testing.T) {
-	s, _, _ := newTestServer(t, Options{MaxMessageBytes: 1 << 20})
+// bearer adds an Authorization header to every request.
+type bearer struct {
+	token string
+	rt    http.RoundTripper
+}
+
+func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+b.token)
+	return b.rt.RoundTrip(r)
+}
+
+// serveHTTP serves s on a loopback listener with token and returns the
+// endpoint.
+func serveHTTP(t *testing.T, s *Server, token string) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(t.Context())
+	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- s.ServeListener(ctx, ln) }()
-	defer func() {
+	go func() { done <- s.ServeListener(ctx, ln, token) }()
+	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("ServeListener: %v", err)
 		}
-	}()
-	endpoint := "http://" + ln.Addr().String() + "/mcp"
-	client := sdk.NewClient(&sdk.Implementation{Name: "http-test", Version: "1"}, nil)
-	cctx, ccancel := context.WithTimeout(t.Context(), 10*time.Second)
-	defer ccancel()
-	cs, err := client.Connect(cctx, &sdk.StreamableClientTransport{Endpoint: endpoint, MaxRetries: -1}, nil)
+	})
+	return "http://" + ln.Addr().String() + "/mcp"
+}
+
+func connectHTTP(t *testing.T, endpoint, token, name string) *sdk.ClientSession {
+	t.Helper()
+	client := sdk.NewClient(&sdk.Implementation{Name: name, Version: "1"}, nil)
+	hc := &http.Client{Transport: bearer{token, http.DefaultTransport}}
+	cctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	cs, err := client.Connect(cctx, &sdk.StreamableClientTransport{Endpoint: endpoint, HTTPClient: hc, MaxRetries: -1}, nil)
 	if err != nil {
 		t.Fatalf("Connect: %v", err)
 	}
-	defer cs.Close()
+	t.Cleanup(func() { cs.Close() })
+	return cs
+}
+
+func TestStreamableHTTP(t *testing.T) {
+	s, _, _ := newTestServer(t, Options{MaxMessageBytes: 1 << 20})
+	endpoint := serveHTTP(t, s, "s3cret")
+	cs := connectHTTP(t, endpoint, "s3cret", "http-test")
+	cctx, ccancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer ccancel()
 	res, err := cs.CallTool(cctx, &sdk.CallToolParams{Name: "run_code", Arguments: map[string]any{"code": "echo over-http"}})
 	if err != nil || !strings.Contains(sdkText(res), "over-http") {
 		t.Fatalf("CallTool over HTTP: %v %q", err, sdkText(res))
 	}
 	// Oversized bodies are refused, and the server keeps serving.
-	resp, err := httpPost(endpoint, strings.Repeat("x", 2<<20))
+	resp, err := httpPost(endpoint, "s3cret", strings.Repeat("x", 2<<20))
 	if err == nil && resp != 413 {
 		t.Errorf("oversized body: status %d, want 413", resp)
 	}
 	if _, err := cs.CallTool(cctx, &sdk.CallToolParams{Name: "list_contexts"}); err != nil {
 		t.Errorf("after oversized body: %v", err)
+	}
+}
+
+// Without the token, or with a wrong one, nothing reaches MCP.
+func TestHTTPNeedsToken(t *testing.T) {
+	s, env, _ := newTestServer(t, Options{})
+	endpoint := serveHTTP(t, s, "right-token")
+	init := `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25","capabilities":{},"clientInfo":{"name":"x","version":"1"}}}`
+	for _, tok := range []string{"", "wrong-token", "right-token-but-longer", "RIGHT-TOKEN"} {
+		if code, err := httpPost(endpoint, tok, init); err != nil || code != http.StatusUnauthorized {
+			t.Errorf("token %q: status %d %v, want 401", tok, code, err)
+		}
+	}
+	if code, err := httpPost(endpoint, "right-token", init); err != nil || code != http.StatusOK {
+		t.Errorf("right token: status %d %v", code, err)
+	}
+	if env.p.Started.Load() != 0 {
+		t.Error("an unauthenticated request started a sandbox")
+	}
+}
+
+// Two HTTP clients each get their own session: neither sees, runs in,
+// reads, writes or stops the other's contexts or files.
+func TestHTTPSessionsIsolated(t *testing.T) {
+	s, _, _ := newTestServer(t, Options{})
+	endpoint := serveHTTP(t, s, "tok")
+	a := connectHTTP(t, endpoint, "tok", "client-a")
+	b := connectHTTP(t, endpoint, "tok", "client-b")
+	ctx := t.Context()
+	call := func(cs *sdk.ClientSession, tool string, args map[string]any) *sdk.CallToolResult {
+		t.Helper()
+		res, err := cs.CallTool(ctx, &sdk.CallToolParams{Name: tool, Arguments: args})
+		if err != nil {
+			t.Fatalf("%s: %v", tool, err)
+		}
+		return res
+	}
+	created := call(a, "create_context", map[string]any{"language": "python", "name": "a-private"})
+	id := created.StructuredContent.(map[string]any)["context_id"].(string)
+	call(a, "run_code", map[string]any{"context_id": id, "code": "set secret 42"})
+	call(a, "write_file", map[string]any{"path": "a.txt", "content": "for a only"})
+	call(a, "write_file", map[string]any{"context_id": id, "path": "p.txt", "content": "private"})
+
+	if txt := sdkText(call(b, "list_contexts", nil)); strings.Contains(txt, id) || !strings.Contains(txt, "no live contexts") {
+		t.Errorf("b lists a's context: %q", txt)
+	}
+	for _, tc := range []struct {
+		tool string
+		args map[string]any
+	}{
+		{"run_code", map[string]any{"context_id": id, "code": "get secret"}},
+		{"read_file", map[string]any{"context_id": id, "path": "p.txt"}},
+		{"write_file", map[string]any{"context_id": id, "path": "x.txt", "content": "b was here"}},
+		{"list_directory", map[string]any{"context_id": id}},
+		{"stop_context", map[string]any{"context_id": id}},
+	} {
+		res := call(b, tc.tool, tc.args)
+		if !res.IsError || strings.Contains(sdkText(res), "42") || strings.Contains(sdkText(res), "private") {
+			t.Errorf("b %s on a's context: isError=%v %q", tc.tool, res.IsError, sdkText(res))
+		}
+	}
+	if res := call(b, "read_file", map[string]any{"path": "a.txt"}); !res.IsError {
+		t.Errorf("b read a's shared workspace: %q", sdkText(res))
+	}
+	if txt := sdkText(call(a, "run_code", map[string]any{"context_id": id, "code": "get secret"})); !strings.Contains(txt, "42") {
+		t.Errorf("a lost its context: %q", txt)
+	}
+	if txt := sdkText(call(a, "list_contexts", nil)); !strings.Contains(txt, id) {
+		t.Errorf("a does not list its context: %q", txt)
 	}
 }
 
@@ -270,7 +367,7 @@ func TestSchemas(t *testing.T) {
 			t.Errorf("%s: structured content does not match the output schema: %v\n%s", tool, err, b)
 		}
 	}
-	for _, code := range []string{"echo x", "raise", "get nothing", "set a b", "timeout", "image"} {
+	for _, code := range []string{"echo x", "raise", "get nothing", "set a b", "image 2"} {
 		check("run_code", map[string]any{"code": code})
 	}
 	callDirect(t, s, "run_code", map[string]any{"code": "set k v"})
@@ -285,8 +382,17 @@ func TestSchemas(t *testing.T) {
 	check("search_files", map[string]any{"pattern": "nomatch"})
 }
 
-func httpPost(url, body string) (int, error) {
-	resp, err := http.Post(url, "application/json", strings.NewReader(body))
+func httpPost(url, token, body string) (int, error) {
+	req, err := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
+	if err != nil {
+		return 0, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		return 0, err
 	}

@@ -1,11 +1,14 @@
-// Package mcp is vial's Model Context Protocol server: the tool schemas, the
-// handlers that turn tool calls into Engine requests, and the stdio and
-// streamable HTTP transports (built on mark3labs/mcp-go).
+// Package mcp is vial's Model Context Protocol front end: the tool schemas,
+// thin handlers that decode arguments, call the application core
+// (package service) and render its answers, and the stdio and streamable
+// HTTP transports (built on mark3labs/mcp-go).
 //
-// The package knows nothing of kernels or runtimes: everything sandboxed
-// goes through the Engine interface. Files in a context's workspace are
-// reached on the host side, always through an os.Root opened on the
-// workspace directory, so a hostile path or symlink cannot leave it.
+// The package decides nothing about sandboxes, limits, paths or
+// ownership — the service does, the same for every front end. What is
+// MCP's alone is here: one service session per MCP session (the stdio
+// client; each HTTP session, with IDs vial issues), the response budget
+// (no result larger than clients accept), bounded writes to a client that
+// stops reading, and progress notifications.
 //
 // Results and failures. A program that fails (an exception, a non-zero
 // exit, a timeout, an OOM kill) is a normal tool result: isError is false,
@@ -28,47 +31,21 @@ import (
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
+	"github.com/vial-run/vial/internal/human"
+	"github.com/vial-run/vial/service"
 )
 
-// Limits bound what a tool call may ask for. Zero fields take the defaults
-// in DefaultLimits. A model's arguments may only tighten them: a timeout
-// argument lowers the time limit but is clamped to MaxTimeout.
-type Limits struct {
-	// MaxCodeBytes is the largest code or command string accepted.
-	MaxCodeBytes int
-	// DefaultTimeout applies when a call gives no timeout.
-	DefaultTimeout time.Duration
-	// MaxTimeout is the ceiling for any call's timeout.
-	MaxTimeout time.Duration
-	// MaxFileBytes caps read_file and write_file (decoded bytes) and the
-	// size of a file search_files will look inside.
-	MaxFileBytes int64
-	// MaxSearchResults caps search_files matches.
-	MaxSearchResults int
-	// MaxListEntries caps list_directory entries.
-	MaxListEntries int
-}
-
-// DefaultLimits are the limits used for zero fields of Options.Limits.
-var DefaultLimits = Limits{
-	MaxCodeBytes:     1 << 20,
-	DefaultTimeout:   30 * time.Second,
-	MaxTimeout:       5 * time.Minute,
-	MaxFileBytes:     10 << 20,
-	MaxSearchResults: 200,
-	MaxListEntries:   1000,
-}
-
-// Options configure a Server. Engine is required; every other zero field
-// has a documented default.
+// Options configure a Server. Service is required; every other zero
+// field has a documented default.
 type Options struct {
-	Engine Engine
+	// Service is the application core every tool calls. The server opens
+	// one session in it per MCP session (the stdio client, each HTTP
+	// session) and closes it when the MCP session ends.
+	Service *service.Service
 	// Tools names the enabled tools; nil enables every implemented tool
 	// (ToolNames). An unknown name is an error, so a typo in configuration
 	// cannot silently change what is offered.
 	Tools []string
-	// Limits bound tool calls; zero fields take DefaultLimits.
-	Limits Limits
 	// Log receives one record per tool call (name, duration, outcome; never
 	// code or file contents) and every internal error. nil discards. It must
 	// not write to the stdio transport's output.
@@ -85,6 +62,14 @@ type Options struct {
 	// request body; 0 means 32 MiB. Larger messages are answered with an
 	// error and skipped; the server keeps serving.
 	MaxMessageBytes int64
+	// ResponseBudget caps one tool result as the client receives it (text,
+	// structured content and images together, JSON-encoded); 0 means
+	// DefaultResponseBudget. Output beyond it is cut, with a notice the
+	// model can read.
+	ResponseBudget int
+	// WriteTimeout bounds one write of a message to the stdio client; a
+	// client that stops reading for longer is disconnected. 0 means 30 s.
+	WriteTimeout time.Duration
 	// LegacyProtocol answers server/discover with -32601 Method not found,
 	// so clients fall back to the initialize handshake (protocol
 	// 2025-11-25). By default mcp-go serves server/discover and clients
@@ -95,18 +80,25 @@ type Options struct {
 	OpenWorld bool
 }
 
+// DefaultResponseBudget keeps every result well under the 10 MiB at which
+// mainstream clients (the official TypeScript SDK) drop the connection.
+const DefaultResponseBudget = 4 << 20
+
 // Server is a configured MCP server. It is safe for concurrent use; the
 // tool calls it serves run concurrently.
 type Server struct {
-	engine    Engine
-	limits    Limits
+	svc       *service.Service
+	limits    service.Limits
 	log       *slog.Logger
 	progress  time.Duration
 	maxMsg    int64
+	budget    int
+	writeTO   time.Duration
 	legacy    bool
 	openWorld bool
 	mcp       *mcpserver.MCPServer
 	toolNames []string
+	sessions  *sessions
 }
 
 // ToolNames lists every tool this package implements, sorted.
@@ -123,36 +115,8 @@ func ToolNames() []string {
 // reported at once.
 func NewServer(opts Options) (*Server, error) {
 	var errs []error
-	if opts.Engine == nil {
-		errs = append(errs, errors.New("no engine"))
-	}
-	lim := opts.Limits
-	if lim.MaxCodeBytes == 0 {
-		lim.MaxCodeBytes = DefaultLimits.MaxCodeBytes
-	}
-	if lim.DefaultTimeout == 0 {
-		lim.DefaultTimeout = DefaultLimits.DefaultTimeout
-	}
-	if lim.MaxTimeout == 0 {
-		lim.MaxTimeout = max(DefaultLimits.MaxTimeout, lim.DefaultTimeout)
-	}
-	if lim.MaxFileBytes == 0 {
-		lim.MaxFileBytes = DefaultLimits.MaxFileBytes
-	}
-	if lim.MaxSearchResults == 0 {
-		lim.MaxSearchResults = DefaultLimits.MaxSearchResults
-	}
-	if lim.MaxListEntries == 0 {
-		lim.MaxListEntries = DefaultLimits.MaxListEntries
-	}
-	if lim.MaxCodeBytes < 0 || lim.MaxFileBytes < 0 || lim.MaxSearchResults < 0 || lim.MaxListEntries < 0 {
-		errs = append(errs, errors.New("negative limit"))
-	}
-	if lim.DefaultTimeout < 0 || lim.MaxTimeout < 0 {
-		errs = append(errs, errors.New("negative timeout"))
-	}
-	if lim.DefaultTimeout > lim.MaxTimeout {
-		errs = append(errs, fmt.Errorf("default timeout %v is above the maximum timeout %v", lim.DefaultTimeout, lim.MaxTimeout))
+	if opts.Service == nil {
+		errs = append(errs, errors.New("no service"))
 	}
 	maxMsg := opts.MaxMessageBytes
 	if maxMsg == 0 {
@@ -160,6 +124,13 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	if maxMsg < 1<<10 {
 		errs = append(errs, fmt.Errorf("max message size %d is below 1 KiB", maxMsg))
+	}
+	budget := opts.ResponseBudget
+	if budget == 0 {
+		budget = DefaultResponseBudget
+	}
+	if budget < 64<<10 {
+		errs = append(errs, fmt.Errorf("response budget %d is below 64 KiB", budget))
 	}
 	enabled := opts.Tools
 	if enabled == nil {
@@ -183,6 +154,10 @@ func NewServer(opts Options) (*Server, error) {
 	if progress <= 0 {
 		progress = 2 * time.Second
 	}
+	writeTO := opts.WriteTimeout
+	if writeTO <= 0 {
+		writeTO = 30 * time.Second
+	}
 	instructions := opts.Instructions
 	if instructions == "" {
 		instructions = defaultInstructions
@@ -192,19 +167,25 @@ func NewServer(opts Options) (*Server, error) {
 		version = "dev"
 	}
 	s := &Server{
-		engine:    opts.Engine,
-		limits:    lim,
+		svc:       opts.Service,
+		limits:    opts.Service.Limits(),
 		log:       log,
 		progress:  progress,
 		maxMsg:    maxMsg,
+		budget:    budget,
+		writeTO:   writeTO,
 		legacy:    opts.LegacyProtocol,
 		openWorld: opts.OpenWorld,
 	}
+	s.sessions = newSessions(s)
+	hooks := &mcpserver.Hooks{}
+	hooks.AddOnUnregisterSession(func(ctx context.Context, cs mcpserver.ClientSession) { s.sessions.end(cs.SessionID()) })
 	s.mcp = mcpserver.NewMCPServer("vial", version,
 		mcpserver.WithToolCapabilities(false),
 		mcpserver.WithInstructions(instructions),
 		mcpserver.WithTitle("vial sandbox"),
 		mcpserver.WithRecovery(),
+		mcpserver.WithHooks(hooks),
 	)
 	var tools []mcpserver.ServerTool
 	for _, t := range toolTable {
@@ -240,7 +221,8 @@ type toolDef struct {
 // log line should say about it.
 type call struct {
 	req     mcpgo.CallToolRequest
-	outcome string // "" = ok
+	sess    *service.Session // the caller's session in the service
+	outcome string           // "" = ok
 	attrs   []slog.Attr
 }
 
@@ -273,18 +255,23 @@ func (s *Server) wrap(name string, h func(*Server, context.Context, *call) (*mcp
 			}, c.attrs...)
 			s.log.LogAttrs(context.WithoutCancel(ctx), level, "tool call", attrs...)
 		}()
+		sess, serr := s.sessions.of(ctx)
+		if serr != nil {
+			return s.errorResult(ctx, c, serr), nil
+		}
+		c.sess = sess
 		res, herr := h(s, ctx, c)
 		if herr != nil {
 			return s.errorResult(ctx, c, herr), nil
 		}
-		return res, nil
+		return s.withinBudget(c, res), nil
 	}
 }
 
 // toolFailure is an isError result carrying msg for the model.
 func toolFailure(msg string) *mcpgo.CallToolResult {
 	return &mcpgo.CallToolResult{
-		Content: []mcpgo.Content{mcpgo.NewTextContent(sanitize(msg))},
+		Content: []mcpgo.Content{mcpgo.NewTextContent(human.Valid(msg))},
 		IsError: true,
 	}
 }

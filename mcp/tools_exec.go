@@ -3,15 +3,14 @@ package mcp
 import (
 	"context"
 	"encoding/base64"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
 	"time"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
-
-	"github.com/vial-run/vial/runtime"
+	"github.com/vial-run/vial/internal/human"
+	"github.com/vial-run/vial/service"
 )
 
 // toolTable lists every tool the package implements, in the order tools/list
@@ -84,7 +83,7 @@ func (s *Server) timeoutProp(def time.Duration) map[string]any {
 		"type":             "number",
 		"exclusiveMinimum": 0,
 		"description": fmt.Sprintf("Time limit in seconds (default %s, at most %s; larger values are lowered to %s). When it expires the code is interrupted (KeyboardInterrupt in Python, SIGINT in bash) and the context normally survives.",
-			fmtDuration(def), fmtDuration(s.limits.MaxTimeout), fmtDuration(s.limits.MaxTimeout)),
+			human.Duration(def), human.Duration(s.limits.MaxTimeout), human.Duration(s.limits.MaxTimeout)),
 	}
 }
 
@@ -216,13 +215,10 @@ func (s *Server) handleRunCode(ctx context.Context, c *call) (*mcpgo.CallToolRes
 		return nil, err
 	}
 	c.note(slog.Int("code_bytes", len(a.Code)), slog.String("context_id", a.ContextID))
-	if err := s.checkCode("code", a.Code); err != nil {
-		return nil, err
-	}
 	if err := checkContextID(a.ContextID); err != nil {
 		return nil, err
 	}
-	var lang runtime.Language
+	var lang service.Language
 	if a.Language != "" {
 		l, err := parseLanguage(a.Language)
 		if err != nil {
@@ -230,25 +226,11 @@ func (s *Server) handleRunCode(ctx context.Context, c *call) (*mcpgo.CallToolRes
 		}
 		lang = l
 	}
-	if a.ContextID != "" {
-		if info, ok := s.findContext(a.ContextID); ok {
-			if lang != "" && lang != info.Language {
-				return nil, userErrorf("context %s runs %s, not %s: omit language or use a %s context", a.ContextID, info.Language, lang, lang)
-			}
-			lang = info.Language
-		}
-	}
-	if lang == "" {
-		lang = runtime.Python
-	}
-	c.note(slog.String("language", string(lang)))
-	d, clamped, err := s.timeout(a.Timeout)
+	d, err := timeout(a.Timeout)
 	if err != nil {
 		return nil, err
 	}
-	return s.execute(ctx, c, lang, a.ContextID, d, clamped, func(ctx context.Context, req runtime.ExecRequest) (runtime.ExecResult, error) {
-		return s.engine.RunCode(ctx, a.ContextID, lang, req)
-	}, a.Code)
+	return s.execute(ctx, c, c.sess.RunCode, service.RunRequest{Tool: "run_code", ContextID: a.ContextID, Language: lang, Code: a.Code, Timeout: d})
 }
 
 type runShellArgs struct {
@@ -263,24 +245,14 @@ func (s *Server) handleRunShell(ctx context.Context, c *call) (*mcpgo.CallToolRe
 		return nil, err
 	}
 	c.note(slog.Int("code_bytes", len(a.Command)), slog.String("context_id", a.ContextID), slog.String("language", "bash"))
-	if err := s.checkCode("command", a.Command); err != nil {
-		return nil, err
-	}
 	if err := checkContextID(a.ContextID); err != nil {
 		return nil, err
 	}
-	if a.ContextID != "" {
-		if info, ok := s.findContext(a.ContextID); ok && info.Language != runtime.Bash {
-			return nil, userErrorf("context %s runs %s; run_shell needs a bash context: omit context_id for the default shell or create one with create_context(language=\"bash\")", a.ContextID, info.Language)
-		}
-	}
-	d, clamped, err := s.timeout(a.Timeout)
+	d, err := timeout(a.Timeout)
 	if err != nil {
 		return nil, err
 	}
-	return s.execute(ctx, c, runtime.Bash, a.ContextID, d, clamped, func(ctx context.Context, req runtime.ExecRequest) (runtime.ExecResult, error) {
-		return s.engine.RunCode(ctx, a.ContextID, runtime.Bash, req)
-	}, a.Command)
+	return s.execute(ctx, c, c.sess.RunCode, service.RunRequest{Tool: "run_shell", ContextID: a.ContextID, Language: service.Bash, Code: a.Command, Timeout: d})
 }
 
 type executePythonArgs struct {
@@ -294,38 +266,24 @@ func (s *Server) handleExecutePython(ctx context.Context, c *call) (*mcpgo.CallT
 		return nil, err
 	}
 	c.note(slog.Int("code_bytes", len(a.Code)), slog.String("language", "python"))
-	if err := s.checkCode("code", a.Code); err != nil {
-		return nil, err
-	}
-	d, clamped, err := s.timeout(a.Timeout)
+	d, err := timeout(a.Timeout)
 	if err != nil {
 		return nil, err
 	}
-	return s.execute(ctx, c, runtime.Python, "", d, clamped, func(ctx context.Context, req runtime.ExecRequest) (runtime.ExecResult, error) {
-		return s.engine.ExecuteOnce(ctx, runtime.Python, req)
-	}, a.Code)
+	return s.execute(ctx, c, c.sess.RunOnce, service.RunRequest{Tool: "execute_python", Language: service.Python, Code: a.Code, Timeout: d})
 }
 
-// hardDeadlineSlack is how long past its timeout a call may take before the
-// server gives up on the engine: the engine interrupts, waits a grace period
-// and kills on its own, so reaching this means the sandbox is stuck.
-const hardDeadlineSlack = time.Minute
-
-// execute runs one exec call with progress notifications and renders it.
-func (s *Server) execute(ctx context.Context, c *call, lang runtime.Language, contextID string, timeout time.Duration, clamped bool,
-	run func(context.Context, runtime.ExecRequest) (runtime.ExecResult, error), code string) (*mcpgo.CallToolResult, error) {
-	runCtx, cancel := context.WithTimeout(ctx, timeout+hardDeadlineSlack)
-	defer cancel()
-	stop := s.startProgress(ctx, c.req, timeout)
-	res, err := run(runCtx, runtime.ExecRequest{Code: code, Timeout: timeout})
+// execute runs one call through the service, with progress notifications
+// once the service has decided the time limit, and renders it.
+func (s *Server) execute(ctx context.Context, c *call, run func(context.Context, service.RunRequest) (service.RunResult, error), r service.RunRequest) (*mcpgo.CallToolResult, error) {
+	stop := func() {}
+	r.OnStart = func(limit time.Duration) { stop = s.startProgress(ctx, c.req, limit) }
+	res, err := run(ctx, r)
 	stop()
+	if res.ContextID != "" {
+		c.note(slog.String("context_id", res.ContextID))
+	}
 	if err != nil {
-		if errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
-			return nil, &userError{
-				msg: fmt.Sprintf("the sandbox did not answer within %s; the context may be stuck: stop it and create a new one", fmtDuration(timeout+hardDeadlineSlack)),
-				err: err,
-			}
-		}
 		return nil, err
 	}
 	switch {
@@ -338,7 +296,11 @@ func (s *Server) execute(ctx context.Context, c *call, lang runtime.Language, co
 	case res.Error != nil || res.ExitStatus != 0:
 		c.outcome = "program_error"
 	}
-	return renderExec(res, lang, contextID, timeout, clamped), nil
+	ctxID := r.ContextID
+	if ctxID == "" && r.Tool != "execute_python" {
+		ctxID = res.ContextID
+	}
+	return s.renderExec(res, ctxID), nil
 }
 
 // execView is the structured content of an exec result.
@@ -371,13 +333,16 @@ type errorView struct {
 // maxImages bounds the image blocks of one result.
 const maxImages = 16
 
-// renderExec turns an ExecResult into text, images and structured content.
-func renderExec(r runtime.ExecResult, lang runtime.Language, contextID string, timeout time.Duration, clamped bool) *mcpgo.CallToolResult {
+// renderExec turns a result into text, images and structured content
+// within the response budget: images first take what they need of half
+// the budget, the texts (sent twice: as text and as structured content)
+// share the rest, and whatever had to be cut or left out is said in the
+// text, where the model reads it.
+func (s *Server) renderExec(res service.RunResult, contextID string) *mcpgo.CallToolResult {
+	r := res.ExecResult
 	v := execView{
-		Language:        string(lang),
+		Language:        string(res.Language),
 		ContextID:       contextID,
-		Stdout:          sanitize(r.Stdout),
-		Stderr:          sanitize(r.Stderr),
 		StdoutTruncated: r.StdoutTruncated,
 		StderrTruncated: r.StderrTruncated,
 		ExitStatus:      r.ExitStatus,
@@ -387,34 +352,75 @@ func renderExec(r runtime.ExecResult, lang runtime.Language, contextID string, t
 		DurationMS:      ms(r.Duration),
 		CPUTimeMS:       ms(r.CPUTime),
 		PeakMemoryBytes: r.PeakMemory,
-		TimeoutMS:       ms(timeout),
-	}
-	if r.HasValue {
-		val := sanitize(r.Value)
-		v.Value = &val
-	}
-	if r.Error != nil {
-		v.Error = &errorView{Name: sanitize(r.Error.Name), Message: sanitize(r.Error.Message), Traceback: sanitize(r.Error.Traceback)}
+		TimeoutMS:       ms(res.Timeout),
 	}
 	var images []mcpgo.Content
-	dropped := 0
+	var notes []string
+	imageBudget := s.budget / 2
+	dropped, droppedBytes := 0, 0
 	for _, img := range r.Images {
 		if !strings.HasPrefix(img.MIMEType, "image/") || len(img.Data) == 0 {
 			continue
 		}
-		if len(images) == maxImages {
+		cost := base64.StdEncoding.EncodedLen(len(img.Data)) + 64
+		if len(images) == maxImages || cost > imageBudget {
 			dropped++
+			droppedBytes += len(img.Data)
 			continue
 		}
+		imageBudget -= cost
 		images = append(images, mcpgo.NewImageContent(base64.StdEncoding.EncodeToString(img.Data), img.MIMEType))
 	}
 	v.Images = len(images)
+	if dropped > 0 {
+		notes = append(notes, fmt.Sprintf("[%d image(s) (%s) left out: at most %d images and %s of images per call; save figures to /workspace and read them with read_file if you need them]",
+			dropped, human.Bytes(uint64(droppedBytes)), maxImages, human.Bytes(uint64(s.budget/2))))
+	}
+
+	// The texts, cut to fit what is left.
+	texts := []*string{new(string), new(string), new(string), new(string), new(string), new(string)}
+	*texts[0], *texts[1] = human.Valid(r.Stdout), human.Valid(r.Stderr)
+	names := []string{"stdout", "stderr", "value", "error name", "error message", "traceback"}
+	if r.HasValue {
+		*texts[2] = human.Valid(r.Value)
+	}
+	if r.Error != nil {
+		*texts[3], *texts[4], *texts[5] = human.Valid(r.Error.Name), human.Valid(r.Error.Message), human.Valid(r.Error.Traceback)
+	}
+	textBudget := (s.budget - (s.budget/2 - imageBudget) - 16<<10) / 2
+	if cut := fitTexts(texts, textBudget); len(cut) > 0 {
+		var what []string
+		for _, i := range cut {
+			what = append(what, names[i])
+		}
+		notes = append(notes, fmt.Sprintf("[%s cut to fit the %s response limit: write large output to a file in /workspace and read it in pages with read_file]",
+			strings.Join(what, ", "), human.Bytes(uint64(s.budget))))
+		for _, i := range cut {
+			switch i {
+			case 0:
+				v.StdoutTruncated = true
+			case 1:
+				v.StderrTruncated = true
+			}
+		}
+	}
+	v.Stdout, v.Stderr = *texts[0], *texts[1]
+	if r.HasValue {
+		v.Value = texts[2]
+	}
+	if r.Error != nil {
+		v.Error = &errorView{Name: *texts[3], Message: *texts[4], Traceback: *texts[5]}
+	}
 
 	var b strings.Builder
-	b.WriteString(statusLine(r, v, timeout))
+	b.WriteString(statusLine(r, v, res.Timeout))
 	b.WriteString("\n")
-	if clamped {
-		fmt.Fprintf(&b, "(the requested timeout was above the %s ceiling and was lowered to it)\n", fmtDuration(timeout))
+	for _, n := range res.Notices {
+		b.WriteString(n)
+		b.WriteString("\n")
+	}
+	if res.Clamped {
+		fmt.Fprintf(&b, "(the requested timeout was above the %s ceiling and was lowered to it)\n", human.Duration(res.Timeout))
 	}
 	section := func(name, body string, truncated bool) {
 		if body == "" && !truncated {
@@ -446,14 +452,15 @@ func renderExec(r runtime.ExecResult, lang runtime.Language, contextID string, t
 	if len(images) > 0 {
 		fmt.Fprintf(&b, "[%d image(s) attached]\n", len(images))
 	}
-	if dropped > 0 {
-		fmt.Fprintf(&b, "[%d more image(s) dropped: at most %d per call]\n", dropped, maxImages)
+	for _, n := range notes {
+		b.WriteString(n)
+		b.WriteString("\n")
 	}
 	content := append([]mcpgo.Content{mcpgo.NewTextContent(strings.TrimRight(b.String(), "\n"))}, images...)
 	return &mcpgo.CallToolResult{Content: content, StructuredContent: v}
 }
 
-func statusLine(r runtime.ExecResult, v execView, timeout time.Duration) string {
+func statusLine(r service.ExecResult, v execView, timeout time.Duration) string {
 	var st string
 	switch {
 	case r.OOMKilled:
@@ -462,9 +469,9 @@ func statusLine(r runtime.ExecResult, v execView, timeout time.Duration) string 
 			st += "; the context is gone and its state is lost (use create_context, or call again without context_id for a fresh default context)"
 		}
 	case r.TimedOut && r.Dead:
-		st = fmt.Sprintf("TIMED OUT after %s: the code did not stop when interrupted, so the context was killed and its state is lost", fmtDuration(timeout))
+		st = fmt.Sprintf("TIMED OUT after %s: the code did not stop when interrupted, so the context was killed and its state is lost", human.Duration(timeout))
 	case r.TimedOut:
-		st = fmt.Sprintf("TIMED OUT after %s: the code was interrupted; the context is still usable", fmtDuration(timeout))
+		st = fmt.Sprintf("TIMED OUT after %s: the code was interrupted; the context is still usable", human.Duration(timeout))
 	case r.Dead:
 		st = "CONTEXT DIED: the interpreter exited or crashed; its state is lost"
 	case v.Error != nil:
@@ -477,32 +484,22 @@ func statusLine(r runtime.ExecResult, v execView, timeout time.Duration) string 
 	default:
 		st = "ok"
 	}
-	m := fmt.Sprintf("status: %s · %s", st, fmtDuration(r.Duration))
+	m := fmt.Sprintf("status: %s · %s", st, human.Duration(r.Duration))
 	if r.CPUTime > 0 {
-		m += " · cpu " + fmtDuration(r.CPUTime)
+		m += " · cpu " + human.Duration(r.CPUTime)
 	}
 	if r.PeakMemory > 0 {
-		m += " · peak memory " + fmtBytes(r.PeakMemory)
+		m += " · peak memory " + human.Bytes(r.PeakMemory)
 	}
 	return m
 }
 
 func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
-	return truncateRunes(line, 200)
+	return human.Trunc(line, 200)
 }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-// findContext looks a context up in the engine's list.
-func (s *Server) findContext(id string) (ContextInfo, bool) {
-	for _, info := range s.engine.ListContexts() {
-		if info.ID == id {
-			return info, true
-		}
-	}
-	return ContextInfo{}, false
-}
 
 type createContextArgs struct {
 	Language    string `json:"language"`
@@ -522,14 +519,8 @@ func (s *Server) handleCreateContext(ctx context.Context, c *call) (*mcpgo.CallT
 	if err != nil {
 		return nil, err
 	}
-	if len(a.Name) > 128 || strings.ContainsFunc(a.Name, isControl) {
-		return nil, userErrorf("invalid name: use at most 128 printable characters")
-	}
-	if len(a.Environment) > 128 || strings.ContainsFunc(a.Environment, isControl) {
-		return nil, userErrorf("invalid environment name")
-	}
-	c.note(slog.String("language", string(lang)), slog.String("environment", a.Environment))
-	info, err := s.engine.CreateContext(ctx, lang, a.Name, a.Environment)
+	c.note(slog.String("language", string(lang)), slog.String("environment", human.Trunc(a.Environment, 64)))
+	info, err := c.sess.CreateContext(ctx, service.CreateRequest{Language: lang, Name: a.Name, Environment: a.Environment})
 	if err != nil {
 		return nil, err
 	}
@@ -537,8 +528,8 @@ func (s *Server) handleCreateContext(ctx context.Context, c *call) (*mcpgo.CallT
 	out := map[string]any{"context_id": info.ID, "language": string(info.Language)}
 	text := fmt.Sprintf("created %s context %s", info.Language, info.ID)
 	if info.Name != "" {
-		out["name"] = sanitize(info.Name)
-		text += fmt.Sprintf(" (name %q)", sanitize(info.Name))
+		out["name"] = human.Valid(info.Name)
+		text += fmt.Sprintf(" (name %q)", human.Valid(info.Name))
 	}
 	if info.Environment != "" {
 		out["environment"] = info.Environment
@@ -547,8 +538,6 @@ func (s *Server) handleCreateContext(ctx context.Context, c *call) (*mcpgo.CallT
 	text += ". Pass context_id=\"" + info.ID + "\" to run_code, run_shell (bash contexts) and the file tools; stop_context when done."
 	return &mcpgo.CallToolResult{Content: []mcpgo.Content{mcpgo.NewTextContent(text)}, StructuredContent: out}, nil
 }
-
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 type contextView struct {
 	ID          string `json:"context_id"`
@@ -566,7 +555,7 @@ func (s *Server) handleListContexts(ctx context.Context, c *call) (*mcpgo.CallTo
 	if err := decodeArgs(c.req, &a); err != nil {
 		return nil, err
 	}
-	list := s.engine.ListContexts()
+	list := c.sess.ListContexts()
 	views := make([]contextView, 0, len(list))
 	var b strings.Builder
 	if len(list) == 0 {
@@ -578,7 +567,7 @@ func (s *Server) handleListContexts(ctx context.Context, c *call) (*mcpgo.CallTo
 		v := contextView{
 			ID:          info.ID,
 			Language:    string(info.Language),
-			Name:        sanitize(info.Name),
+			Name:        human.Valid(info.Name),
 			Environment: info.Environment,
 			Default:     info.Default,
 			Dead:        info.Dead,
@@ -629,7 +618,7 @@ func (s *Server) handleStopContext(ctx context.Context, c *call) (*mcpgo.CallToo
 		return nil, err
 	}
 	c.note(slog.String("context_id", a.ContextID))
-	if err := s.engine.StopContext(ctx, a.ContextID); err != nil {
+	if err := c.sess.StopContext(ctx, a.ContextID); err != nil {
 		return nil, err
 	}
 	return mcpgo.NewToolResultText("stopped context " + a.ContextID + "; its sandbox and files are gone"), nil

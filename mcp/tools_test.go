@@ -8,7 +8,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/vial-run/vial/runtime"
+	"github.com/vial-run/vial/service"
 )
 
 // callDirect calls a tool through the mcp-go server without a transport.
@@ -34,10 +37,11 @@ func callDirect(t *testing.T, s *Server, name string, args map[string]any) toolR
 }
 
 func TestRunCodeResults(t *testing.T) {
-	s, _, _ := newTestServer(t, Options{})
+	s, _, _ := newTestServer(t, Options{}, service.Options{Context: runtime.ContextOptions{OutputCap: 1000, Grace: 200 * time.Millisecond}})
 	for _, tc := range []struct {
 		name     string
 		code     string
+		timeout  float64
 		status   string
 		wantText []string
 		check    func(t *testing.T, sc map[string]any)
@@ -52,7 +56,7 @@ func TestRunCodeResults(t *testing.T) {
 				}
 			}},
 		{name: "exit status", code: "exit 3", status: "status: exited with status 3"},
-		{name: "timeout", code: "timeout", status: "status: TIMED OUT after 30s: the code was interrupted; the context is still usable",
+		{name: "timeout", code: "sleep 10000", timeout: 0.2, status: "status: TIMED OUT after 200ms: the code was interrupted; the context is still usable",
 			check: func(t *testing.T, sc map[string]any) {
 				if sc["timed_out"] != true || sc["dead"] != false {
 					t.Errorf("timed_out=%v dead=%v", sc["timed_out"], sc["dead"])
@@ -64,7 +68,7 @@ func TestRunCodeResults(t *testing.T) {
 					t.Errorf("oom_killed=%v dead=%v", sc["oom_killed"], sc["dead"])
 				}
 			}},
-		{name: "flood", code: "flood", status: "status: ok", wantText: []string{"[stdout truncated"},
+		{name: "flood", code: "flood 5000", status: "status: ok", wantText: []string{"[stdout truncated"},
 			check: func(t *testing.T, sc map[string]any) {
 				if sc["stdout_truncated"] != true {
 					t.Errorf("stdout_truncated = %v", sc["stdout_truncated"])
@@ -78,7 +82,11 @@ func TestRunCodeResults(t *testing.T) {
 			}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := callDirect(t, s, "run_code", map[string]any{"code": tc.code})
+			args := map[string]any{"code": tc.code}
+			if tc.timeout > 0 {
+				args["timeout"] = tc.timeout
+			}
+			r := callDirect(t, s, "run_code", args)
 			if r.isError() {
 				t.Fatalf("a program outcome must not be a tool error: %s", r.text())
 			}
@@ -125,7 +133,7 @@ func TestStatePersistsAndDeadContexts(t *testing.T) {
 }
 
 func TestContextTools(t *testing.T) {
-	s, eng, _ := newTestServer(t, Options{})
+	s, _, _ := newTestServer(t, Options{})
 	r := callDirect(t, s, "create_context", map[string]any{"language": "bash", "name": "sh"})
 	id := r.structured()["context_id"].(string)
 	if r.isError() || !strings.Contains(r.text(), "created bash context "+id) {
@@ -152,24 +160,28 @@ func TestContextTools(t *testing.T) {
 	if r := callDirect(t, s, "stop_context", map[string]any{"context_id": id}); r.isError() {
 		t.Errorf("stop_context: %q", r.text())
 	}
-	if r := callDirect(t, s, "stop_context", map[string]any{"context_id": id}); !r.isError() || !strings.Contains(r.text(), "not found") {
+	if r := callDirect(t, s, "stop_context", map[string]any{"context_id": id}); !r.isError() || !strings.Contains(r.text(), id+" was stopped") {
 		t.Errorf("second stop_context: %q", r.text())
 	}
-	// Limits reached and unknown environments are explained, without
-	// host paths.
-	eng.max = 1
-	if r := callDirect(t, s, "create_context", map[string]any{"language": "python"}); !r.isError() || !strings.Contains(r.text(), "limit reached") {
-		t.Errorf("exhausted: %q", r.text())
-	}
-	eng.max = 8
+	// Unknown environments are explained, without host paths.
 	r = callDirect(t, s, "create_context", map[string]any{"language": "python", "environment": "missing"})
 	if !r.isError() || strings.Contains(r.text(), "/etc/vial") || !strings.Contains(r.text(), `environment "missing"`) {
 		t.Errorf("unknown environment: %q", r.text())
 	}
 }
 
+func TestSandboxLimitExplained(t *testing.T) {
+	s, _, _ := newTestServer(t, Options{}, service.Options{MaxSandboxes: 1})
+	if r := callDirect(t, s, "create_context", map[string]any{"language": "python"}); r.isError() {
+		t.Fatalf("create_context: %q", r.text())
+	}
+	if r := callDirect(t, s, "create_context", map[string]any{"language": "python"}); !r.isError() || !strings.Contains(r.text(), "limit reached") || !strings.Contains(r.text(), "stop_context") {
+		t.Errorf("exhausted: %q", r.text())
+	}
+}
+
 func TestTimeoutClampAndDefaults(t *testing.T) {
-	s, eng, _ := newTestServer(t, Options{Limits: Limits{DefaultTimeout: 10 * time.Second, MaxTimeout: 60 * time.Second}})
+	s, _, _ := newTestServer(t, Options{}, service.Options{Limits: service.Limits{DefaultTimeout: 10 * time.Second, MaxTimeout: 60 * time.Second}})
 	for _, tc := range []struct {
 		name    string
 		timeout any
@@ -187,29 +199,33 @@ func TestTimeoutClampAndDefaults(t *testing.T) {
 				args["timeout"] = tc.timeout
 			}
 			r := callDirect(t, s, "run_code", args)
-			if eng.lastReq.Timeout != tc.want {
-				t.Errorf("engine got timeout %v, want %v", eng.lastReq.Timeout, tc.want)
+			if got := r.structured()["timeout_ms"]; got != float64(tc.want.Milliseconds()) {
+				t.Errorf("timeout_ms %v, want %v", got, tc.want.Milliseconds())
 			}
 			if got := strings.Contains(r.text(), "lowered"); got != tc.clamped {
 				t.Errorf("clamp note = %v, want %v: %q", got, tc.clamped, r.text())
 			}
 		})
 	}
-	callDirect(t, s, "execute_python", map[string]any{"code": "echo once", "timeout": 99999})
-	if eng.lastReq.Timeout != 60*time.Second {
-		t.Errorf("execute_python timeout %v, want the 60s ceiling", eng.lastReq.Timeout)
+	r := callDirect(t, s, "execute_python", map[string]any{"code": "echo once", "timeout": 99999})
+	if got := r.structured()["timeout_ms"]; got != float64(60000) {
+		t.Errorf("execute_python timeout_ms %v, want the 60s ceiling", got)
 	}
 }
 
 func TestInternalErrorsDoNotLeak(t *testing.T) {
-	s, _, lb := newTestServer(t, Options{})
-	for _, code := range []string{"unavailable", "boom"} {
-		r := callDirect(t, s, "run_code", map[string]any{"code": code})
+	s, env, lb := newTestServer(t, Options{})
+	for _, fail := range []error{
+		fmt.Errorf("starting runc in /var/lib/vial/sandboxes/x: exec: \"runc\": executable file not found in $PATH: %w", errdefs.ErrUnavailable),
+		fmt.Errorf("reading /var/lib/vial/secret/state.json: unexpected EOF"),
+	} {
+		env.p.Fail = fail
+		r := callDirect(t, s, "run_code", map[string]any{"code": "echo", "language": "javascript"})
 		if !r.isError() {
-			t.Errorf("%s: not an error", code)
+			t.Errorf("%v: not an error", fail)
 		}
 		if strings.Contains(r.text(), "/var/lib") || strings.Contains(r.text(), "runc") {
-			t.Errorf("%s: host details leaked: %q", code, r.text())
+			t.Errorf("%v: host details leaked: %q", fail, r.text())
 		}
 	}
 	if !strings.Contains(lb.String(), "/var/lib/vial/secret") {
@@ -222,7 +238,7 @@ func TestInternalErrorsDoNotLeak(t *testing.T) {
 
 func TestImagesAndExecuteOnce(t *testing.T) {
 	s, _, _ := newTestServer(t, Options{})
-	r := callDirect(t, s, "run_code", map[string]any{"code": "image"})
+	r := callDirect(t, s, "run_code", map[string]any{"code": "image 1"})
 	var img map[string]any
 	for _, c := range r["content"].([]any) {
 		if m := c.(map[string]any); m["type"] == "image" {
@@ -254,11 +270,11 @@ func TestScrubPaths(t *testing.T) {
 }
 
 func TestNewServerValidation(t *testing.T) {
-	_, err := NewServer(Options{Tools: []string{"run_code", "rm_rf"}, Limits: Limits{DefaultTimeout: time.Hour, MaxTimeout: time.Minute}})
+	_, err := NewServer(Options{Tools: []string{"run_code", "rm_rf"}, ResponseBudget: 10})
 	if err == nil {
 		t.Fatal("invalid options accepted")
 	}
-	for _, want := range []string{"no engine", `unknown tool "rm_rf"`, "above the maximum timeout"} {
+	for _, want := range []string{"no service", `unknown tool "rm_rf"`, "response budget"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error %q lacks %q", err, want)
 		}

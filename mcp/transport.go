@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 	mcpserver "github.com/mark3labs/mcp-go/server"
+	"github.com/vial-run/vial/internal/human"
 )
 
 // Concurrency of the stdio transport: mcp-go serves tool calls from a
@@ -52,7 +54,22 @@ func (s *Server) ServeStdio(ctx context.Context, in io.Reader, out io.Writer) er
 	}
 	defer stdioActive.Store(false)
 
-	w := &lineWriter{w: out}
+	w := newLineWriter(out, s.writeTO)
+	defer w.close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	// A client that stops reading for longer than the write timeout is
+	// gone: serving ends, and with it every sandbox.
+	w.onStall = func() {
+		s.log.Error("the MCP client stopped reading; ending the session", "write_timeout", s.writeTO)
+		cancel()
+	}
+	go func() {
+		// On end of input or SIGTERM, writes still blocked on a client that
+		// does not read fail at once, so teardown never waits for it.
+		<-ctx.Done()
+		w.close()
+	}()
 	pr, pw := io.Pipe()
 	filterDone := make(chan struct{})
 	go func() {
@@ -93,7 +110,7 @@ func (s *Server) filterInput(ctx context.Context, in io.Reader, pw io.Writer, ou
 		if tooBig {
 			s.log.Warn("rejected oversized JSON-RPC message", "limit_bytes", s.maxMsg)
 			out.writeMessage(errorResponse(nil, mcpgo.INVALID_REQUEST,
-				fmt.Sprintf("message larger than the %s limit was skipped", fmtBytes(uint64(s.maxMsg)))))
+				fmt.Sprintf("message larger than the %s limit was skipped", human.Bytes(uint64(s.maxMsg)))))
 		} else if len(bytes.TrimSpace(line)) > 0 {
 			if s.legacy && s.answerDiscover(line, out) {
 				// answered here
@@ -160,16 +177,72 @@ func errorResponse(id json.RawMessage, code int, msg string) []byte {
 // lineWriter serialises whole messages onto the output: mcp-go writes each
 // message with one Write call, and the filter's own answers go through
 // writeMessage, so lines never interleave.
+//
+// Writes are bounded in time: one goroutine does the writing, and a
+// message it cannot hand to the client within timeout fails, calls
+// onStall once and breaks the writer, so every later write fails at once.
+// A client that stops reading can therefore never hold a tool call, a
+// worker or the teardown. The goroutine itself may stay blocked in the
+// write until the process exits; it holds one message.
 type lineWriter struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu      sync.Mutex // one message at a time
+	out     io.Writer
+	timeout time.Duration
+	onStall func()
+
+	reqs   chan []byte
+	done   chan error
+	broken chan struct{}
+	once   sync.Once
+}
+
+var errWriterBroken = errors.New("the MCP client is not reading")
+
+func newLineWriter(out io.Writer, timeout time.Duration) *lineWriter {
+	l := &lineWriter{out: out, timeout: timeout, reqs: make(chan []byte), done: make(chan error, 1), broken: make(chan struct{})}
+	go func() {
+		for p := range l.reqs {
+			_, err := l.out.Write(p)
+			l.done <- err
+		}
+	}()
+	return l
 }
 
 func (l *lineWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.w.Write(p)
+	select {
+	case <-l.broken:
+		return 0, errWriterBroken
+	default:
+	}
+	t := time.NewTimer(l.timeout)
+	defer t.Stop()
+	select {
+	case l.reqs <- p:
+	case <-l.broken:
+		return 0, errWriterBroken
+	}
+	select {
+	case err := <-l.done:
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	case <-t.C:
+		l.close()
+		if l.onStall != nil {
+			l.onStall()
+		}
+		return 0, errWriterBroken
+	case <-l.broken:
+		return 0, errWriterBroken
+	}
 }
+
+// close breaks the writer: pending and later writes fail at once.
+func (l *lineWriter) close() { l.once.Do(func() { close(l.broken) }) }
 
 func (l *lineWriter) writeMessage(b []byte) {
 	_, _ = l.Write(append(b, '\n'))
@@ -183,13 +256,35 @@ func (w slogWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// sessionProtocols are the protocol revisions the HTTP transport offers:
+// those with protocol-level sessions. Revision 2026-07-28 removed sessions
+// from streamable HTTP; on it every client would share one view, and vial
+// keeps each client's contexts and files its own. Clients negotiate
+// 2025-11-25 instead (server/discover lists only these).
+var sessionProtocols = []string{
+	mcpgo.ProtocolVersion20251125,
+	mcpgo.ProtocolVersion20250618,
+	mcpgo.ProtocolVersion20250326,
+}
+
+// HTTPSessionIdle ends an HTTP session (and stops its sandboxes) after this
+// long without a request.
+const HTTPSessionIdle = time.Hour
+
 // HTTPHandler serves MCP over streamable HTTP (POST, GET and DELETE on
-// whatever path it is mounted at). Request bodies above
-// Options.MaxMessageBytes are refused with 413. Requests that reach a
+// whatever path it is mounted at). Each HTTP session has its own service
+// session; session IDs are issued and checked by vial. Request bodies
+// above Options.MaxMessageBytes are refused with 413. Requests that reach a
 // loopback listener with a non-loopback Host header are refused (DNS
-// rebinding protection).
+// rebinding protection). Authentication is the caller's: wrap the handler
+// (see RequireBearer).
 func (s *Server) HTTPHandler() http.Handler {
-	h := mcpserver.NewStreamableHTTPServer(s.mcp, mcpserver.WithStreamableHTTPLogger(s.log))
+	h := mcpserver.NewStreamableHTTPServer(s.mcp,
+		mcpserver.WithStreamableHTTPLogger(s.log),
+		mcpserver.WithSessionIdManager(s.sessions),
+		mcpserver.WithStreamableHTTPProtocolVersions(sessionProtocols...),
+		mcpserver.WithSessionIdleTTL(HTTPSessionIdle),
+	)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > s.maxMsg {
 			http.Error(w, "request body too large", http.StatusRequestEntityTooLarge)
@@ -200,21 +295,46 @@ func (s *Server) HTTPHandler() http.Handler {
 	})
 }
 
+// RequireBearer wraps h so that every request must carry "Authorization:
+// Bearer <token>", compared in constant time; anything else gets 401 with
+// a WWW-Authenticate challenge and never reaches h. An empty token is a
+// programming error (the caller chose no authentication) and panics.
+func RequireBearer(token string, h http.Handler) http.Handler {
+	if token == "" {
+		panic("mcp: RequireBearer with an empty token")
+	}
+	want := []byte("Bearer " + token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got := []byte(r.Header.Get("Authorization"))
+		if subtle.ConstantTimeCompare(got, want) != 1 {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="vial"`)
+			http.Error(w, "unauthorized: this vial server needs its bearer token (Authorization: Bearer <token>)", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // ServeHTTP listens on addr and serves MCP over streamable HTTP at /mcp
 // until ctx is cancelled, then shuts down gracefully (in-flight calls get
-// a few seconds) and returns nil.
-func (s *Server) ServeHTTP(ctx context.Context, addr string) error {
+// a few seconds) and returns nil. A non-empty token is required of every
+// request (RequireBearer).
+func (s *Server) ServeHTTP(ctx context.Context, addr, token string) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
-	return s.ServeListener(ctx, ln)
+	return s.ServeListener(ctx, ln, token)
 }
 
 // ServeListener is ServeHTTP on an existing listener, which it closes.
-func (s *Server) ServeListener(ctx context.Context, ln net.Listener) error {
+func (s *Server) ServeListener(ctx context.Context, ln net.Listener, token string) error {
 	mux := http.NewServeMux()
-	mux.Handle("/mcp", s.HTTPHandler())
+	var h http.Handler = s.HTTPHandler()
+	if token != "" {
+		h = RequireBearer(token, h)
+	}
+	mux.Handle("/mcp", h)
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,

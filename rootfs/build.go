@@ -1,9 +1,10 @@
 package rootfs
 
 import (
+	"github.com/containerd/errdefs"
+
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -163,7 +164,7 @@ func (s *Store) Build(ctx context.Context, opts BuildOptions) (*ImageInfo, error
 
 // ErrUnavailable classifies errors caused by a missing tool or service on
 // the host (mmdebstrap, a mirror).
-var ErrUnavailable = errors.New("unavailable")
+var ErrUnavailable = errdefs.ErrUnavailable
 
 // pypiToDebian maps common Python package names, as an environment's
 // [sandbox.docker] packages list spells them, to Debian packages.

@@ -4,6 +4,8 @@
 package rootfs
 
 import (
+	"github.com/containerd/errdefs"
+
 	"errors"
 	"fmt"
 	"os"
@@ -60,11 +62,12 @@ func (img *Image) MissingMountPoint(targets ...string) string {
 	return ""
 }
 
-// ErrNotFound and ErrInvalid classify this package's errors; runtime maps
-// them onto its own classes.
+// ErrNotFound and ErrInvalid classify this package's errors. They are
+// errdefs classes with this package's wording: errdefs.IsNotFound and
+// errdefs.IsInvalidArgument hold for them.
 var (
-	ErrNotFound = errors.New("image not found")
-	ErrInvalid  = errors.New("invalid image")
+	ErrNotFound = errdefs.ErrNotFound.WithMessage("image not found")
+	ErrInvalid  = errdefs.ErrInvalidArgument.WithMessage("invalid image")
 )
 
 // forbiddenRoots are host directories that are never accepted as an image

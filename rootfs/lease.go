@@ -1,6 +1,8 @@
 package rootfs
 
 import (
+	"github.com/containerd/errdefs"
+
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -14,7 +16,7 @@ import (
 
 // ErrInUse classifies a refusal to remove an image that live sandboxes run
 // from.
-var ErrInUse = errors.New("image in use")
+var ErrInUse = errdefs.ErrFailedPrecondition.WithMessage("image in use")
 
 // Leases record which stored images live sandboxes run from, so that
 // Remove and GC never delete a tree under a running sandbox:

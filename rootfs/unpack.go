@@ -1,6 +1,8 @@
 package rootfs
 
 import (
+	"github.com/containerd/errdefs"
+
 	"archive/tar"
 	"bufio"
 	"bytes"
@@ -53,8 +55,8 @@ func (l Limits) withDefaults() Limits {
 // a Limits bound, and one whose entries try to leave the target directory
 // or are otherwise malformed in a way that could be an attack.
 var (
-	ErrLimit  = errors.New("archive exceeds a limit")
-	ErrUnsafe = errors.New("unsafe archive")
+	ErrLimit  = errdefs.ErrInvalidArgument.WithMessage("archive exceeds a limit")
+	ErrUnsafe = errdefs.ErrInvalidArgument.WithMessage("unsafe archive")
 )
 
 // UnpackOptions configure Unpack.
@@ -368,7 +370,8 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if hdr.Typeflag != tar.TypeReg && hdr.Typeflag != tar.TypeRegA && hdr.Size > 0 {
+	// archive/tar reports old-style regular files (TypeRegA) as TypeReg.
+	if hdr.Typeflag != tar.TypeReg && hdr.Size > 0 {
 		// Data of entries that are not written (devices, unknown types) is
 		// still decompressed to be skipped: count it, or a bomb hides there.
 		if hdr.Size > u.limits.MaxFileSize || u.total+hdr.Size > u.limits.MaxTotalSize {
@@ -386,7 +389,7 @@ func (u *unpacker) entry(hdr *tar.Header, r io.Reader) error {
 	case tar.TypeChar, tar.TypeBlock, tar.TypeFifo:
 		u.stats.SkippedDevices++
 		return nil
-	case tar.TypeDir, tar.TypeReg, tar.TypeRegA, tar.TypeSymlink, tar.TypeLink, tar.TypeGNUSparse:
+	case tar.TypeDir, tar.TypeReg, tar.TypeSymlink, tar.TypeLink, tar.TypeGNUSparse:
 	default:
 		u.stats.SkippedOther++
 		return nil

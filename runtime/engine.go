@@ -89,6 +89,8 @@ type Engine struct {
 	tag      string
 	backends map[string]*Backend
 	log      *slog.Logger
+	// collectors are GC's collectors beyond sandboxes and workspaces.
+	collectors []Collector
 }
 
 // Options configure an Engine.
@@ -416,7 +418,7 @@ func (e *Engine) forceDelete(ctx context.Context, b *Backend, root, id string) e
 	del := b.command(root, "delete", "--force", id)
 	out, err := runWithContext(ctx, del)
 	if err != nil && !notExist(out) {
-		return fmt.Errorf("deleting container %s: %w: %s", id, err, lastLine(out))
+		return commandError(b, "delete "+id, err, lastLine(out))
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -21,14 +22,27 @@ type GCReport struct {
 	Containers int // runtime containers deleted
 	Cgroups    int // cgroups removed
 	Mounts     int // mounts under the state directory unmounted
+	// Other counts what every other collector removed, by its name.
+	Other map[string]int
 }
 
 func (r GCReport) String() string {
-	return fmt.Sprintf("removed %d sandboxes, %d containers, %d cgroups, %d mounts", r.Sandboxes, r.Containers, r.Cgroups, r.Mounts)
+	s := fmt.Sprintf("removed %d sandboxes, %d containers, %d cgroups, %d mounts", r.Sandboxes, r.Containers, r.Cgroups, r.Mounts)
+	for _, name := range slices.Sorted(maps.Keys(r.Other)) {
+		s += fmt.Sprintf(", %d %s", r.Other[name], name)
+	}
+	return s
 }
 
 // Empty reports whether nothing was collected.
-func (r GCReport) Empty() bool { return r == GCReport{} }
+func (r GCReport) Empty() bool {
+	for _, n := range r.Other {
+		if n != 0 {
+			return false
+		}
+	}
+	return r.Sandboxes == 0 && r.Containers == 0 && r.Cgroups == 0 && r.Mounts == 0
+}
 
 // youngGrace protects a sandbox directory that another vial process has
 // just created and not yet locked.
@@ -60,7 +74,7 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (GCReport, error) {
 			continue
 		}
 		sdir := filepath.Join(dir, id)
-		orphan, err := isOrphan(sdir)
+		orphan, err := OwnerDead(sdir)
 		if err != nil {
 			errs = append(errs, err)
 		}
@@ -117,16 +131,35 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (GCReport, error) {
 		}
 		rep.Cgroups++
 	}
+	// Everything else: the built-in workspaces collector, then those
+	// registered. One failing collector does not stop the others.
+	for _, c := range append([]Collector{{Name: "workspaces", Collect: e.collectWorkspaces}}, e.collectors...) {
+		n, err := c.Collect(ctx)
+		if n > 0 {
+			if rep.Other == nil {
+				rep.Other = map[string]int{}
+			}
+			rep.Other[c.Name] += n
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("collecting %s: %w", c.Name, err))
+		}
+	}
 	return rep, errors.Join(errs...)
 }
 
-// isOrphan reports whether the sandbox directory's owner is gone: its lock
-// can be taken. The lock is released at once; the directory is about to
-// be removed.
-func isOrphan(sdir string) (bool, error) {
-	f, err := os.OpenFile(filepath.Join(sdir, "lock"), os.O_RDWR, 0)
+// OwnerDead is vial's one rule for telling leftovers from live state: a
+// directory a vial process owns holds a file "lock" on which the owner
+// keeps an exclusive flock for as long as it lives. The owner is dead when
+// that lock can be taken. A directory without a lock file is dead only
+// once it is older than youngGrace: another process may have just created
+// it and not yet locked it. Every collector (sandboxes, workspaces,
+// network namespaces, volumes, ...) uses this rule. The lock is released
+// at once; the caller is about to remove the directory.
+func OwnerDead(dir string) (bool, error) {
+	f, err := os.OpenFile(filepath.Join(dir, "lock"), os.O_RDWR, 0)
 	if err != nil {
-		fi, serr := os.Stat(sdir)
+		fi, serr := os.Stat(dir)
 		if serr != nil {
 			return false, nil
 		}
@@ -137,10 +170,24 @@ func isOrphan(sdir string) (bool, error) {
 		if errors.Is(err, syscall.EWOULDBLOCK) {
 			return false, nil
 		}
-		return false, fmt.Errorf("locking %s: %w", sdir, err)
+		return false, fmt.Errorf("locking %s: %w", dir, err)
 	}
 	return true, nil
 }
+
+// Collector removes one kind of state that dead vial processes left under
+// the state directory. GC and start-up recovery run every collector; each
+// must leave a live owner's state alone (OwnerDead tells which is which)
+// and keep going past a directory it cannot remove, reporting it.
+type Collector struct {
+	Name string // what it collects, plural: "workspaces", "network namespaces"
+	// Collect removes what it finds and reports how many it removed.
+	Collect func(ctx context.Context) (removed int, err error)
+}
+
+// AddCollector registers c with the engine's GC and Recover. Not safe to
+// call concurrently with them: register at start-up.
+func (e *Engine) AddCollector(c Collector) { e.collectors = append(e.collectors, c) }
 
 // collect tears down one orphaned sandbox.
 func (e *Engine) collect(ctx context.Context, id, sdir string, rep *GCReport) error {
@@ -251,7 +298,7 @@ func (e *Engine) List() ([]SandboxInfo, error) {
 		if data, err := os.ReadFile(filepath.Join(sdir, "meta.json")); err == nil {
 			json.Unmarshal(data, &meta)
 		}
-		orphan, _ := isOrphan(sdir)
+		orphan, _ := OwnerDead(sdir)
 		out = append(out, SandboxInfo{ID: ent.Name(), Runtime: meta.Runtime, Created: meta.Created, PID: meta.PID, Orphan: orphan})
 	}
 	return out, nil

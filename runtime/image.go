@@ -1,7 +1,6 @@
 package runtime
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/vial-run/vial/internal/cleanup"
@@ -32,9 +31,6 @@ func useImage(req *Request, cu *cleanup.Stack) error {
 	}
 	release, err := rootfs.Use(img)
 	if err != nil {
-		if errors.Is(err, rootfs.ErrNotFound) {
-			return fmt.Errorf("%w: %w", ErrNotFound, err)
-		}
 		return err
 	}
 	cu.Add(release)

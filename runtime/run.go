@@ -3,7 +3,6 @@ package runtime
 import (
 	"context"
 	"errors"
-	"fmt"
 	"io"
 	"os/exec"
 	"time"
@@ -39,7 +38,7 @@ func (e *Engine) Run(ctx context.Context, runtimeName string, req Request) (res 
 	cmd.WaitDelay = stopGrace
 	if err := cmd.Start(); err != nil {
 		e.destroy(s, false)
-		return Result{}, fmt.Errorf("starting %s: %w", s.backend.Name, err)
+		return Result{}, commandError(s.backend, "run", err, "")
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- cmd.Wait() }()
@@ -65,7 +64,7 @@ func (e *Engine) Run(ctx context.Context, runtimeName string, req Request) (res 
 	var exitErr *exec.ExitError
 	if waitErr != nil && !errors.As(waitErr, &exitErr) {
 		e.destroy(s, true)
-		return res, fmt.Errorf("waiting for %s: %w", s.backend.Name, waitErr)
+		return res, commandError(s.backend, "run", waitErr, "")
 	}
 	res.ExitCode = cmd.ProcessState.ExitCode()
 	if res.ExitCode > 128 && res.ExitCode <= 128+64 {
@@ -85,7 +84,7 @@ func (e *Engine) Run(ctx context.Context, runtimeName string, req Request) (res 
 		e.log.Warn("tearing down sandbox", "id", s.id, "err", err)
 	}
 	if rtErr != "" && !res.OOMKilled {
-		return res, fmt.Errorf("%s could not run the sandbox: %s", s.backend.Name, rtErr)
+		return res, commandError(s.backend, "run", waitErr, rtErr)
 	}
 	if ctx.Err() != nil && !res.TimedOut {
 		return res, ctx.Err()

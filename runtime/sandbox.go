@@ -80,7 +80,7 @@ func (e *Engine) Start(ctx context.Context, runtimeName string, req Request) (_ 
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	done := make(chan error, 1)
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("starting %s: %w", s.backend.Name, err)
+		return nil, commandError(s.backend, "run", err, "")
 	}
 	go func() { done <- cmd.Wait() }()
 	select {
@@ -91,10 +91,7 @@ func (e *Engine) Start(ctx context.Context, runtimeName string, req Request) (_ 
 		return nil, ctx.Err()
 	}
 	if err != nil {
-		if msg := runtimeError(s.logPath); msg != "" {
-			return nil, fmt.Errorf("%s could not start the sandbox: %s", s.backend.Name, msg)
-		}
-		return nil, fmt.Errorf("%s could not start the sandbox: %w", s.backend.Name, err)
+		return nil, commandError(s.backend, "run", err, runtimeError(s.logPath))
 	}
 	// The sandbox holds its ends now; ours would keep EOF from arriving.
 	inR.Close()
@@ -156,7 +153,7 @@ func (sb *Sandbox) Signal(ctx context.Context, sig syscall.Signal) error {
 	cmd := sb.s.backend.command(sb.s.root, "kill", sb.ID, strconv.Itoa(int(sig)))
 	out, err := runWithContext(ctx, cmd)
 	if err != nil {
-		return fmt.Errorf("signalling sandbox: %w: %s", err, lastLine(out))
+		return commandError(sb.s.backend, "kill", err, lastLine(out))
 	}
 	return nil
 }

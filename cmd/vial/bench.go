@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"flag"
 	"fmt"
 	iofs "io/fs"
 	"os"
@@ -35,8 +34,7 @@ var benchWorkloads = []workload{
 }
 
 func cmdBench(ctx context.Context, g *globals, args []string) int {
-	fs := flag.NewFlagSet("vial bench", flag.ContinueOnError)
-	fs.SetOutput(g.Stderr)
+	fs := newFlagSet(g, "vial bench")
 	n := fs.Int("n", 20, "runs per measurement (the median is reported)")
 	only := fs.String("runtimes", "runc,crun,runsc", "comma-separated runtimes to measure")
 	image := fs.String("image", "host", "image to run")

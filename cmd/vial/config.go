@@ -75,8 +75,7 @@ type configFlags struct {
 }
 
 func newConfigFlags(g *globals, name string, agent, sets, explain bool) *configFlags {
-	f := &configFlags{fs: flag.NewFlagSet("vial config "+name, flag.ContinueOnError)}
-	f.fs.SetOutput(g.Stderr)
+	f := &configFlags{fs: newFlagSet(g, "vial config "+name)}
 	f.fs.StringVar(&f.dir, "config-dir", envOr("VIAL_CONFIG_DIR", config.DefaultDir), "configuration directory")
 	if agent {
 		f.fs.StringVar(&f.agent, "agent", "", "agent ID (agents/ID/agent.toml)")

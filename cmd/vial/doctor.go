@@ -18,6 +18,10 @@ func init() {
 }
 
 func cmdDoctor(ctx context.Context, g *globals, args []string) int {
+	fs := newFlagSet(g, "vial doctor")
+	if code, ok := parseFlags(g, fs, args); !ok {
+		return code
+	}
 	problems := 0
 	check := func(name string, ok bool, detail, fix string) {
 		mark := "ok  "

@@ -7,8 +7,12 @@ import (
 
 func init() {
 	register("gc", "remove everything crashed vial processes left behind", func(ctx context.Context, g *globals, args []string) int {
-		if len(args) > 0 {
-			fmt.Fprintln(g.Stderr, "usage: vial gc")
+		fs := newFlagSet(g, "vial gc")
+		if code, ok := parseFlags(g, fs, args); !ok {
+			return code
+		}
+		if fs.NArg() > 0 {
+			fmt.Fprintln(g.Stderr, "usage: vial gc [--state-dir DIR]")
 			return exitUsage
 		}
 		e, err := openEngine(ctx, g, false)

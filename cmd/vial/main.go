@@ -65,8 +65,8 @@ func realMain(args []string) int {
 	g := &globals{Stdout: os.Stdout, Stderr: os.Stderr}
 	fs := flag.NewFlagSet("vial", flag.ContinueOnError)
 	fs.SetOutput(os.Stderr)
-	fs.StringVar(&g.StateDir, "state-dir", envOr("VIAL_STATE_DIR", "/var/lib/vial"), "directory holding all of vial's state (sandboxes, images, runtime roots)")
-	fs.StringVar(&g.LogLevel, "log-level", envOr("VIAL_LOG_LEVEL", "warn"), "log level: debug, info, warn, error")
+	fs.StringVar(&g.StateDir, "state-dir", envOr("VIAL_STATE_DIR", "/var/lib/vial"), stateDirUsage)
+	fs.StringVar(&g.LogLevel, "log-level", envOr("VIAL_LOG_LEVEL", "warn"), logLevelUsage)
 	fs.Usage = func() { usage(fs) }
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -76,13 +76,10 @@ func realMain(args []string) int {
 	}
 	fs.Visit(func(f *flag.Flag) { g.LogLevelSet = g.LogLevelSet || f.Name == "log-level" })
 	g.LogLevelSet = g.LogLevelSet || os.Getenv("VIAL_LOG_LEVEL") != ""
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(g.LogLevel)); err != nil {
-		fmt.Fprintf(os.Stderr, "vial: --log-level %q: want debug, info, warn or error\n", g.LogLevel)
+	if err := g.setLogLevel(g.LogLevel); err != nil {
+		fmt.Fprintf(os.Stderr, "vial: %v\n", err)
 		return exitUsage
 	}
-	// stdout is the protocol (vial serve speaks MCP on it): logs go to stderr.
-	g.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	rest := fs.Args()
 	if len(rest) == 0 {
 		usage(fs)
@@ -96,6 +93,50 @@ func realMain(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	return cmd.run(ctx, g, rest[1:])
+}
+
+const (
+	stateDirUsage = "directory holding all of vial's state (sandboxes, images, runtime roots)"
+	logLevelUsage = "log level: debug, info, warn, error"
+)
+
+// setLogLevel (re)creates the logger at level. stdout is the protocol
+// (vial serve speaks MCP on it): logs go to stderr.
+func (g *globals) setLogLevel(level string) error {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return fmt.Errorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	g.LogLevel = level
+	g.Log = slog.New(slog.NewTextHandler(g.Stderr, &slog.HandlerOptions{Level: lvl}))
+	return nil
+}
+
+// newFlagSet returns a subcommand's flag set. It also takes the global
+// flags, so that they work after the subcommand as well as before it
+// (`vial serve --log-level debug` as much as `vial --log-level debug
+// serve`): an MCP client's configuration is usually written the first way.
+func newFlagSet(g *globals, name string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(g.Stderr)
+	fs.Func("state-dir", stateDirUsage, func(v string) error { g.StateDir = v; return nil })
+	fs.Func("log-level", logLevelUsage, func(v string) error {
+		g.LogLevelSet = true
+		return g.setLogLevel(v)
+	})
+	return fs
+}
+
+// parseFlags parses a subcommand's arguments. ok is false when the command
+// must return code at once (-h, or bad usage already reported).
+func parseFlags(g *globals, fs *flag.FlagSet, args []string) (code int, ok bool) {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0, false
+		}
+		return exitUsage, false
+	}
+	return 0, true
 }
 
 // hiddenEntry holds internal entry points that vial re-execs itself into.

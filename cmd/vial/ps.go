@@ -9,6 +9,10 @@ import (
 
 func init() {
 	register("ps", "list the sandboxes that exist now", func(ctx context.Context, g *globals, args []string) int {
+		fs := newFlagSet(g, "vial ps")
+		if code, ok := parseFlags(g, fs, args); !ok {
+			return code
+		}
 		e, err := openEngine(ctx, g, false)
 		if err != nil {
 			return fail(g, err)

@@ -106,7 +106,7 @@ func rootfsFail(g *globals, what string, err error) int {
 }
 
 func rootfsLs(ctx context.Context, g *globals, args []string) int {
-	fs := flag.NewFlagSet("vial rootfs ls", flag.ContinueOnError)
+	fs := newFlagSet(g, "vial rootfs ls")
 	asJSON := fs.Bool("json", false, "print JSON")
 	pos, code, ok := rootfsFlags(fs, g, args)
 	if !ok {
@@ -178,7 +178,7 @@ func rootfsJSON(g *globals, what string, v any) int {
 }
 
 func rootfsInspect(ctx context.Context, g *globals, args []string) int {
-	fs := flag.NewFlagSet("vial rootfs inspect", flag.ContinueOnError)
+	fs := newFlagSet(g, "vial rootfs inspect")
 	pos, code, ok := rootfsFlags(fs, g, args)
 	if !ok {
 		return code
@@ -207,7 +207,7 @@ func rootfsInspect(ctx context.Context, g *globals, args []string) int {
 }
 
 func rootfsRm(ctx context.Context, g *globals, args []string) int {
-	fs := flag.NewFlagSet("vial rootfs rm", flag.ContinueOnError)
+	fs := newFlagSet(g, "vial rootfs rm")
 	force := fs.Bool("force", false, "remove the names even if running sandboxes use the image (its content goes at the next gc after they end)")
 	pos, code, ok := rootfsFlags(fs, g, args)
 	if !ok {
@@ -233,7 +233,7 @@ func rootfsRm(ctx context.Context, g *globals, args []string) int {
 }
 
 func rootfsGC(ctx context.Context, g *globals, args []string) int {
-	fs := flag.NewFlagSet("vial rootfs gc", flag.ContinueOnError)
+	fs := newFlagSet(g, "vial rootfs gc")
 	pos, code, ok := rootfsFlags(fs, g, args)
 	if !ok {
 		return code
@@ -281,7 +281,7 @@ func (l *rootfsMirrorFlag) String() string     { return strings.Join(*l, "; ") }
 func (l *rootfsMirrorFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func rootfsBuild(ctx context.Context, g *globals, args []string) int {
-	fs := flag.NewFlagSet("vial rootfs build", flag.ContinueOnError)
+	fs := newFlagSet(g, "vial rootfs build")
 	name := fs.String("name", "", "store the image under this name[:tag] (default: the recipe's name, or the environment's image)")
 	env := fs.String("env", "", "build the image environment NAME uses: its [sandbox.docker] image and packages")
 	agent := fs.String("agent", "", "build the image agent ID uses (its merged [sandbox.docker] image and packages)")
@@ -417,7 +417,7 @@ func pythonVersionMismatch(name, recipe string) string {
 }
 
 func rootfsImport(ctx context.Context, g *globals, args []string) int {
-	fs := flag.NewFlagSet("vial rootfs import", flag.ContinueOnError)
+	fs := newFlagSet(g, "vial rootfs import")
 	name := fs.String("name", "", "store the image under this name[:tag] (default: the archive's own name, else the file's)")
 	pos, code, ok := rootfsFlags(fs, g, args)
 	if !ok {

@@ -12,15 +12,16 @@ import (
 	"time"
 
 	"github.com/vial-run/vial/config"
+	"github.com/vial-run/vial/internal/errclass"
 	"github.com/vial-run/vial/runtime"
 )
 
 // Exit codes of `vial run` besides the program's own, as timeout(1) and
 // Docker use them.
 const (
-	exitTimedOut = 124 // timeout(1)
-	exitFailed   = 125 // vial itself could not run the sandbox (docker run)
-	exitOOM      = 137 // 128+SIGKILL, as Docker reports an OOM kill
+	exitTimedOut = errclass.ExitTimeout // timeout(1)
+	exitFailed   = errclass.ExitFailed  // vial itself could not run the sandbox (docker run)
+	exitOOM      = 137                  // 128+SIGKILL, as Docker reports an OOM kill
 )
 
 func init() {
@@ -46,8 +47,7 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func cmdRun(ctx context.Context, g *globals, args []string) int {
-	fs := flag.NewFlagSet("vial run", flag.ContinueOnError)
-	fs.SetOutput(g.Stderr)
+	fs := newFlagSet(g, "vial run")
 	rt := fs.String("runtime", "runc", "OCI runtime: runc, crun or runsc")
 	image := fs.String("image", "host", "image: host, an absolute directory, or a stored image name")
 	var mem, tmp sizeFlag
@@ -146,13 +146,12 @@ func memOrDefault(b int64) int64 {
 
 // fail prints err as one line and returns the exit code for vial's own
 // failures.
+// fail reports err on one line and returns the exit status its class
+// gets (errclass: 125 for vial's own failures, 130 when interrupted).
 func fail(g *globals, err error) int {
 	msg := strings.ReplaceAll(err.Error(), "\n", "; ")
 	fmt.Fprintf(g.Stderr, "vial: %s\n", msg)
-	if errors.Is(err, context.Canceled) {
-		return 130
-	}
-	return exitFailed
+	return errclass.Of(err).ExitCode()
 }
 
 func humanBytes(b int64) string {

@@ -2,40 +2,44 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
-	"flag"
 	"fmt"
+	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/vial-run/vial/mcp"
+	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
+	"github.com/vial-run/vial/service"
 )
 
 func init() {
 	register("serve", "serve sandboxes to an MCP client over stdio (default) or streamable HTTP", cmdServe)
 }
 
-// serveConfig is everything `vial serve` needs to build its sandbox engine
-// and MCP server. Flags fill it; the configuration layer (--agent,
-// --config-dir) will refine it through loadServeConfig.
+// serveConfig is everything `vial serve` needs: the flags, refined by the
+// layered configuration (--agent, --config-dir) in applyServeConfig.
 type serveConfig struct {
-	Runtime string         // OCI runtime: runc, crun, runsc
-	Image   string         // image for contexts and one-shot runs
-	Limits  runtime.Limits // per-sandbox limits; zero fields take runtime.DefaultLimits
-	// MaxContexts bounds live contexts, default ones included.
+	// Env is the agent's own environment: runtime, image, limits, the
+	// variables of [shell.env].
+	Env service.Environment
+	// Environments are the named environments create_context may select,
+	// by name; nil when no configuration is loaded.
+	Environments map[string]service.Environment
+	// Limits bound each call (time, code and file sizes).
+	Limits service.Limits
+	// MaxContexts bounds the sandboxes alive at once, default contexts
+	// and one-shot runs included.
 	MaxContexts int
 	// IdleTimeout stops a context unused for this long; 0 = never.
 	IdleTimeout time.Duration
 	// MaxLifetime stops a context this long after it started; 0 = never.
 	MaxLifetime time.Duration
-	// Env is the environment of every sandboxed process (KEY=VALUE), from
-	// the configuration's [shell.env].
-	Env []string
-	// Environments are the named environments create_context may select,
-	// by name; nil when no configuration is loaded.
-	Environments map[string]environment
 	// AllowUnsandboxed is the operator's acknowledgement (a flag, never a
 	// tool argument) that sandbox.mode = "local" may run code unsandboxed.
 	AllowUnsandboxed bool
@@ -43,31 +47,19 @@ type serveConfig struct {
 	// configuration says sandbox.mode = "local" and the operator
 	// acknowledged it.
 	Local bool
-	// MCP holds the tool layer's options; its Engine is set by cmdServe.
+	// MCP holds the protocol front end's options; its Service is set by
+	// cmdServe.
 	MCP mcp.Options
 }
-
-// serveEngine is the sandbox side of `vial serve`: the mcp.Engine plus a
-// Close that tears down every sandbox the engine started.
-type serveEngine interface {
-	mcp.Engine
-	// Close stops every context and one-shot sandbox and releases their
-	// resources; ctx bounds how long it may take.
-	Close(ctx context.Context) error
-}
-
-// newServeEngine builds the engine behind `vial serve` from the real runtime
-// (runtime.Engine and its contexts). It is set by engine_adapter.go; while
-// it is nil, `vial serve` refuses to start rather than pretend.
-var newServeEngine func(ctx context.Context, g *globals, cfg serveConfig) (serveEngine, error)
 
 // serveTeardownTimeout bounds the teardown of every sandbox at exit.
 const serveTeardownTimeout = 15 * time.Second
 
 func cmdServe(ctx context.Context, g *globals, args []string) int {
-	fs := flag.NewFlagSet("vial serve", flag.ContinueOnError)
-	fs.SetOutput(g.Stderr)
+	fs := newFlagSet(g, "vial serve")
 	httpAddr := fs.String("http", "", "serve streamable HTTP on ADDR (e.g. 127.0.0.1:8765, path /mcp) instead of stdio")
+	tokenFile := fs.String("http-token-file", "", "file holding the bearer token HTTP clients must send (default $VIAL_HTTP_TOKEN, else a token generated at start and written to <state-dir>/http-token)")
+	noAuth := fs.Bool("http-no-auth", false, "serve HTTP without a token: accepted only on a loopback address")
 	rt := fs.String("runtime", "runc", "OCI runtime: runc, crun or runsc")
 	image := fs.String("image", "host", "image: host, an absolute directory, or a stored image name")
 	var mem, tmp, maxFile, maxCode sizeFlag
@@ -75,27 +67,24 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 	fs.Var(&tmp, "tmp", "size of each sandbox's /tmp tmpfs (default 64m)")
 	cpus := fs.Float64("cpus", 0, "CPU quota per sandbox in cores, e.g. 0.5 (default 1)")
 	pids := fs.Int64("pids", 0, "maximum processes and threads per sandbox (default 256)")
-	timeout := fs.Duration("timeout", mcp.DefaultLimits.DefaultTimeout, "default time limit of one call")
-	maxTimeout := fs.Duration("max-timeout", mcp.DefaultLimits.MaxTimeout, "ceiling for a call's time limit; a model may ask for less, never more")
+	timeout := fs.Duration("timeout", service.DefaultLimits.DefaultTimeout, "default time limit of one call")
+	maxTimeout := fs.Duration("max-timeout", service.DefaultLimits.MaxTimeout, "ceiling for a call's time limit; a model may ask for less, never more")
 	fs.Var(&maxCode, "max-code-size", "largest code or command accepted (default 1m)")
-	fs.Var(&maxFile, "max-file-size", "largest file read_file and write_file handle (default 10m)")
-	maxContexts := fs.Int("max-contexts", 16, "maximum number of live contexts")
-	idle := fs.Duration("idle-timeout", runtime.DefaultIdleTimeout, "stop a context unused for this long (0: never)")
-	lifetime := fs.Duration("max-lifetime", runtime.DefaultMaxLifetime, "stop a context this long after it started (0: never)")
+	fs.Var(&maxFile, "max-file-size", "largest file write_file writes and search_files looks inside (default 10m)")
+	maxContexts := fs.Int("max-contexts", service.DefaultMaxSandboxes, "maximum number of live sandboxes: contexts (default ones included) and one-shot runs")
+	idle := fs.Duration("idle-timeout", service.DefaultIdleTimeout, "stop a context unused for this long (0: never)")
+	lifetime := fs.Duration("max-lifetime", service.DefaultMaxLifetime, "stop a context this long after it started (0: never)")
 	tools := fs.String("tools", "", "comma-separated tools to offer (default: all of "+strings.Join(mcp.ToolNames(), ",")+")")
 	legacy := fs.Bool("legacy-protocol", false, "answer server/discover with Method not found so clients use the initialize handshake")
 	agent := fs.String("agent", "", "agent ID whose configuration applies (runtime, image, limits, tools)")
-	configDir := fs.String("config-dir", "", "configuration directory (default $VIAL_CONFIG_DIR or /etc/vial)")
+	configDir := fs.String("config-dir", "", "configuration directory (default $VIAL_CONFIG_DIR, else /etc/vial when --agent is given)")
 	allowLocal := fs.Bool(localAckFlag, false, "acknowledge that an agent with sandbox.mode = \"local\" runs code on this host with NO ISOLATION (refused without it)")
 	fs.Usage = func() {
 		fmt.Fprintln(g.Stderr, "usage: vial serve [flags]")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return exitUsage
+	if code, ok := parseFlags(g, fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(g.Stderr, "vial serve: unexpected arguments %q\n", fs.Args())
@@ -105,23 +94,29 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 		fmt.Fprintln(g.Stderr, "vial serve: --max-contexts must be at least 1")
 		return exitUsage
 	}
+	if *httpAddr == "" && (*tokenFile != "" || *noAuth) {
+		fmt.Fprintln(g.Stderr, "vial serve: --http-token-file and --http-no-auth need --http")
+		return exitUsage
+	}
 
 	cfg := serveConfig{
-		Runtime:          *rt,
-		Image:            *image,
-		Limits:           runtime.Limits{MemoryBytes: mem.bytes, CPUs: *cpus, Pids: *pids, TmpBytes: tmp.bytes},
+		Env: service.Environment{
+			Runtime: *rt,
+			Image:   *image,
+			Limits:  runtime.Limits{MemoryBytes: mem.bytes, CPUs: *cpus, Pids: *pids, TmpBytes: tmp.bytes},
+		},
+		Limits: service.Limits{
+			MaxCodeBytes:   int(maxCode.bytes),
+			DefaultTimeout: *timeout,
+			MaxTimeout:     *maxTimeout,
+			MaxFileBytes:   maxFile.bytes,
+		},
 		MaxContexts:      *maxContexts,
 		IdleTimeout:      *idle,
 		MaxLifetime:      *lifetime,
 		AllowUnsandboxed: *allowLocal,
 		MCP: mcp.Options{
-			Version: version,
-			Limits: mcp.Limits{
-				MaxCodeBytes:   int(maxCode.bytes),
-				DefaultTimeout: *timeout,
-				MaxTimeout:     *maxTimeout,
-				MaxFileBytes:   maxFile.bytes,
-			},
+			Version:        version,
 			LegacyProtocol: *legacy,
 		},
 	}
@@ -132,22 +127,31 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 			}
 		}
 	}
-	if *agent != "" || *configDir != "" {
-		if err := applyServeConfig(g, fs, *configDir, *agent, &cfg); err != nil {
+	// The configuration applies when the operator names an agent or a
+	// directory, by flag or by $VIAL_CONFIG_DIR.
+	dir := *configDir
+	if dir == "" {
+		dir = os.Getenv("VIAL_CONFIG_DIR")
+	}
+	if *agent != "" || dir != "" {
+		if err := applyServeConfig(g, fs, dir, *agent, &cfg); err != nil {
 			return fail(g, err)
 		}
 	}
-	// The configuration may have replaced the logger ([logging]).
-	cfg.MCP.Log = g.Log
 	if cfg.Local {
 		warnUnsandboxed(g.Stderr, "vial serve")
 	}
-	if newServeEngine == nil {
-		fmt.Fprintln(g.Stderr, "vial serve: this build has no sandbox engine adapter (cmd/vial/engine_adapter.go)")
-		return exitFailed
+	// Decide how HTTP clients authenticate before anything starts.
+	var token string
+	if *httpAddr != "" {
+		var err error
+		if token, err = httpToken(g, *httpAddr, *tokenFile, *noAuth); err != nil {
+			fmt.Fprintf(g.Stderr, "vial serve: %v\n", err)
+			return exitUsage
+		}
 	}
 
-	eng, err := newServeEngine(ctx, g, cfg)
+	svc, err := openService(ctx, g, cfg)
 	if err != nil {
 		return fail(g, err)
 	}
@@ -158,21 +162,22 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 		tctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), serveTeardownTimeout)
 		defer cancel()
 		start := time.Now()
-		if err := eng.Close(tctx); err != nil {
+		if err := svc.Close(tctx); err != nil {
 			g.Log.Error("tearing down sandboxes", "error", err)
 			return
 		}
 		g.Log.Info("sandboxes torn down", "took", time.Since(start).Round(time.Millisecond))
 	}()
 
-	cfg.MCP.Engine = eng
+	cfg.MCP.Service = svc
+	cfg.MCP.Log = g.Log // the configuration may have replaced it ([logging])
 	srv, err := mcp.NewServer(cfg.MCP)
 	if err != nil {
 		fmt.Fprintf(g.Stderr, "vial serve: %v\n", err)
 		return exitUsage
 	}
 	if *httpAddr != "" {
-		err = srv.ServeHTTP(ctx, *httpAddr)
+		err = srv.ServeHTTP(ctx, *httpAddr, token)
 	} else {
 		err = srv.ServeStdio(ctx, os.Stdin, g.Stdout)
 	}
@@ -180,4 +185,150 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 		return fail(g, err)
 	}
 	return 0
+}
+
+// openService opens the engine (recovering what a crashed vial left),
+// checks the runtime and image, and builds the application core on the
+// engine, or on host processes in local mode.
+func openService(ctx context.Context, g *globals, cfg serveConfig) (*service.Service, error) {
+	eng, err := openEngine(ctx, g, true)
+	if err != nil {
+		return nil, err
+	}
+	var provider service.Provider
+	if cfg.Local {
+		ws, err := eng.OpenWorkspaces()
+		if err != nil {
+			return nil, err
+		}
+		if provider, err = service.NewLocalProvider(eng.StateDir(), ws); err != nil {
+			ws.Close()
+			return nil, err
+		}
+	} else {
+		p, err := service.NewEngineProvider(eng, func(name string) (*rootfs.Image, error) { return resolveImage(eng.StateDir(), name) })
+		if err != nil {
+			return nil, err
+		}
+		if err := p.Check(cfg.Env); err != nil {
+			p.Close()
+			return nil, err
+		}
+		provider = p
+	}
+	svc, err := service.New(service.Options{
+		Provider:     provider,
+		Default:      cfg.Env,
+		Environments: cfg.Environments,
+		Limits:       cfg.Limits,
+		MaxSandboxes: cfg.MaxContexts,
+		IdleTimeout:  neverIfZero(cfg.IdleTimeout),
+		MaxLifetime:  neverIfZero(cfg.MaxLifetime),
+		Log:          g.Log,
+	})
+	if err != nil {
+		provider.Close()
+		return nil, err
+	}
+	return svc, nil
+}
+
+// neverIfZero maps serve's "0 = never" onto the service's "negative =
+// disabled".
+func neverIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
+}
+
+// httpToken decides the bearer token HTTP clients must present: from
+// --http-token-file, else $VIAL_HTTP_TOKEN, else a fresh random one,
+// printed to stderr and written to a 0600 file under the state directory
+// for the operator's client configuration. "" means no authentication,
+// which only --http-no-auth on a loopback address gives: a listener any
+// host can reach would hand code execution to anyone who finds it.
+func httpToken(g *globals, addr, file string, noAuth bool) (string, error) {
+	if noAuth {
+		if file != "" || os.Getenv("VIAL_HTTP_TOKEN") != "" {
+			return "", errors.New("--http-no-auth contradicts a token (--http-token-file or $VIAL_HTTP_TOKEN)")
+		}
+		if !loopback(addr) {
+			return "", fmt.Errorf("--http-no-auth is accepted only on a loopback address (127.0.0.1, [::1], localhost), not %q: anyone who reaches the port could run code", addr)
+		}
+		fmt.Fprintf(g.Stderr, "vial serve: WARNING: HTTP on %s without authentication (--http-no-auth): every local user and program can run code through it\n", addr)
+		return "", nil
+	}
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("reading the HTTP token: %w", err)
+		}
+		tok := strings.TrimSpace(string(b))
+		if len(tok) < 16 {
+			return "", fmt.Errorf("the HTTP token in %s is shorter than 16 characters", file)
+		}
+		return tok, nil
+	}
+	if tok := strings.TrimSpace(os.Getenv("VIAL_HTTP_TOKEN")); tok != "" {
+		if len(tok) < 16 {
+			return "", errors.New("$VIAL_HTTP_TOKEN is shorter than 16 characters")
+		}
+		return tok, nil
+	}
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	tok := hex.EncodeToString(b[:])
+	stateDir, err := filepath.Abs(g.StateDir)
+	if err != nil {
+		return "", err
+	}
+	if err := os.MkdirAll(stateDir, 0o711); err != nil {
+		return "", err
+	}
+	path := filepath.Join(stateDir, "http-token")
+	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("writing the HTTP token: %w", err)
+	}
+	fmt.Fprintf(g.Stderr, "vial serve: HTTP clients must send \"Authorization: Bearer %s\" (also in %s)\n", tok, path)
+	return tok, nil
+}
+
+// loopback reports whether a listen address is on a loopback interface
+// only.
+func loopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// writeFileAtomic writes data to a temporary file next to path with mode,
+// then renames it over path: a reader never sees a partial file, and the
+// mode is set before any byte is written.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if err := f.Chmod(mode); err != nil {
+		f.Close()
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }

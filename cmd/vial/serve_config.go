@@ -6,29 +6,13 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/vial-run/vial/config"
 	"github.com/vial-run/vial/mcp"
 	"github.com/vial-run/vial/runtime"
+	"github.com/vial-run/vial/service"
 )
-
-// environment is one named execution environment that create_context may
-// select: a template of the configuration (config/environments/NAME.toml),
-// already tightened to the serving agent's ceilings.
-type environment struct {
-	Name    string
-	Runtime string
-	Image   string
-	Limits  runtime.Limits // every field set
-	Timeout time.Duration  // ceiling of one call in this environment
-	Env     []string       // KEY=VALUE from [shell.env]
-	// Refused, if set, says why a model may not select this environment
-	// (sandbox.mode = "local": only the operator may choose no
-	// isolation).
-	Refused string
-}
 
 // isolation ranks the runtimes by how strongly they isolate: an
 // environment a model selects may move a context to a stronger runtime,
@@ -68,21 +52,21 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 		cfg.Local = true
 	}
 	if !set["runtime"] && res.Runtime != "" {
-		cfg.Runtime = res.Runtime
+		cfg.Env.Runtime = res.Runtime
 	}
 	if !set["image"] && res.Image != "" {
-		cfg.Image = res.Image
+		cfg.Env.Image = res.Image
 	}
-	limitsFromConfig(res, set, &cfg.Limits)
+	limitsFromConfig(res, set, &cfg.Env.Limits)
 	if t := res.Timeout(); t > 0 {
 		if !set["timeout"] {
-			cfg.MCP.Limits.DefaultTimeout = t
+			cfg.Limits.DefaultTimeout = t
 		}
 		if !set["max-timeout"] {
-			cfg.MCP.Limits.MaxTimeout = t
+			cfg.Limits.MaxTimeout = t
 		}
 	}
-	cfg.Env = envList(res.Shell.Env)
+	cfg.Env.Env = envList(res.Shell.Env)
 	if !set["tools"] {
 		// The configuration names tools canonically (run_python and
 		// execute_python are run_code); offer every MCP tool whose
@@ -102,7 +86,7 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 		return err
 	}
 	cfg.Environments = envs
-	g.Log.Info("configuration applied", "agent", agent, "runtime", cfg.Runtime, "image", cfg.Image, "tools", cfg.MCP.Tools,
+	g.Log.Info("configuration applied", "agent", agent, "runtime", cfg.Env.Runtime, "image", cfg.Env.Image, "tools", cfg.MCP.Tools,
 		"environments", slices.Sorted(maps.Keys(envs)), "local", cfg.Local)
 	return nil
 }
@@ -124,13 +108,13 @@ func localRefusal(agent string, res *config.Resolved, remedy string) error {
 // cfg (the agent's configuration with the operator's flags). A template
 // that does not resolve is an error: the configuration is the source of
 // truth, and config validate reports the same problem.
-func loadEnvironments(configDir string, cfg serveConfig) (map[string]environment, error) {
+func loadEnvironments(configDir string, cfg serveConfig) (map[string]service.Environment, error) {
 	opts := configOptions(configDir, "", nil)
 	list, err := config.Templates(opts)
 	if err != nil {
 		return nil, err
 	}
-	out := map[string]environment{}
+	out := map[string]service.Environment{}
 	var errs []error
 	for _, t := range list {
 		opts.Template = t.Name
@@ -149,15 +133,15 @@ func loadEnvironments(configDir string, cfg serveConfig) (map[string]environment
 // chosen by a model's create_context argument, and a model's arguments may
 // tighten a limit, never loosen it. The operator's configuration of the
 // template still decides everything below the ceiling.
-func tightenEnvironment(name string, res *config.Resolved, cfg serveConfig) environment {
-	ceil := cfg.Limits.WithDefaults()
+func tightenEnvironment(name string, res *config.Resolved, cfg serveConfig) service.Environment {
+	ceil := cfg.Env.Limits.WithDefaults()
 	lower := func(v, c int64) int64 {
 		if v <= 0 || v > c {
 			return c
 		}
 		return v
 	}
-	e := environment{
+	e := service.Environment{
 		Name:    name,
 		Runtime: res.Runtime,
 		Image:   res.Image,
@@ -168,17 +152,17 @@ func tightenEnvironment(name string, res *config.Resolved, cfg serveConfig) envi
 			DiskBytes:   lower(res.DiskBytes, ceil.DiskBytes),
 			CPUs:        ceil.CPUs,
 		},
-		Timeout: time.Duration(lower(int64(res.Timeout()), int64(maxTimeout(cfg.MCP.Limits)))),
+		Timeout: time.Duration(lower(int64(res.Timeout()), int64(maxTimeout(cfg.Limits)))),
 		Env:     envList(res.Shell.Env),
 	}
 	if res.CPUs > 0 && res.CPUs < ceil.CPUs {
 		e.Limits.CPUs = res.CPUs
 	}
-	if e.Runtime == "" || isolation[e.Runtime] < isolation[cfg.Runtime] {
-		e.Runtime = cfg.Runtime
+	if e.Runtime == "" || isolation[e.Runtime] < isolation[cfg.Env.Runtime] {
+		e.Runtime = cfg.Env.Runtime
 	}
 	if e.Image == "" {
-		e.Image = cfg.Image
+		e.Image = cfg.Env.Image
 	}
 	if res.Mode == config.ModeLocal {
 		e.Refused = "it runs code without isolation (sandbox.mode = \"local\"), which only the operator can choose"
@@ -186,12 +170,12 @@ func tightenEnvironment(name string, res *config.Resolved, cfg serveConfig) envi
 	return e
 }
 
-// maxTimeout is the call-timeout ceiling mcp.NewServer will use for l.
-func maxTimeout(l mcp.Limits) time.Duration {
+// maxTimeout is the call-timeout ceiling the service will use for l.
+func maxTimeout(l service.Limits) time.Duration {
 	if l.MaxTimeout > 0 {
 		return l.MaxTimeout
 	}
-	return max(mcp.DefaultLimits.MaxTimeout, l.DefaultTimeout)
+	return max(service.DefaultLimits.MaxTimeout, l.DefaultTimeout)
 }
 
 // envList turns [shell.env] into KEY=VALUE entries, sorted.
@@ -201,18 +185,4 @@ func envList(m map[string]string) []string {
 		out = append(out, k+"="+m[k])
 	}
 	return out
-}
-
-// environmentNames lists the names a model may select, for messages.
-func environmentNames(envs map[string]environment) string {
-	var names []string
-	for _, n := range slices.Sorted(maps.Keys(envs)) {
-		if envs[n].Refused == "" {
-			names = append(names, n)
-		}
-	}
-	if len(names) == 0 {
-		return "none"
-	}
-	return strings.Join(names, ", ")
 }

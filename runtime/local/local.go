@@ -1,4 +1,6 @@
-package main
+// Package local runs context drivers as plain host processes: vial's
+// local mode (sandbox.mode = "local"), with no isolation at all.
+package local
 
 import (
 	"context"
@@ -38,23 +40,8 @@ import (
 // and no network isolation: the process sees the host's files and network
 // as that user.
 
-// localBanner marks every result produced in local mode.
-const localBanner = "[vial: LOCAL MODE — this ran directly on the host with NO ISOLATION]\n"
-
-// warnUnsandboxed prints the start-up warning of local mode.
-func warnUnsandboxed(w io.Writer, cmd string) {
-	line := strings.Repeat("!", 78)
-	fmt.Fprintf(w, `%s
-!! WARNING: %s is running with sandbox.mode = "local" (--%s).
-!! Code runs DIRECTLY ON THIS HOST with NO ISOLATION: no namespaces, no
-!! seccomp, no cgroup limits, no read-only root, no network isolation.
-!! It can read and change everything the user it runs as can, and reach
-!! any host on the network. Only the timeout, rlimits and a private working
-!! directory apply. Use this for development with code you trust, never
-!! for a model's code on a machine that matters.
-%s
-`, line, cmd, localAckFlag, line)
-}
+// Banner marks every result produced in local mode.
+const Banner = "[vial: LOCAL MODE — this ran directly on the host with NO ISOLATION]"
 
 // localInterpreters are looked up on a fixed PATH, not the operator's (a
 // pyenv shim or a virtualenv would change what runs).
@@ -66,10 +53,10 @@ var localInterpreters = map[runtime.Language]string{
 
 const localPath = "/usr/local/bin:/usr/bin:/bin"
 
-// localTransport is a context driver running as a host process: the
+// Transport is a context driver running as a host process: the
 // runtime.Transport of local mode. The driver leads its own process group,
 // and Close kills the group.
-type localTransport struct {
+type Transport struct {
 	cmd            *exec.Cmd
 	stdin          io.WriteCloser
 	stdout, stderr *os.File
@@ -79,9 +66,9 @@ type localTransport struct {
 	cleanup        func() error // removes a workspace the transport owns; may be nil
 }
 
-// startLocal starts lang's driver (from driverDir) as a host process in
+// Start starts lang's driver (from driverDir) as a host process in
 // workspace, with env and the limits that can apply to a host process.
-func startLocal(lang runtime.Language, driverDir, workspace string, env []string, lim runtime.Limits, cleanup func() error) (*localTransport, error) {
+func Start(lang runtime.Language, driverDir, workspace string, env []string, lim runtime.Limits, cleanup func() error) (*Transport, error) {
 	argv, err := runtime.DriverCommand(lang, driverDir)
 	if err != nil {
 		return nil, err
@@ -102,7 +89,7 @@ func startLocal(lang runtime.Language, driverDir, workspace string, env []string
 			return nil, fmt.Errorf("preparing local workspace: %w", err)
 		}
 	}
-	t := &localTransport{cmd: cmd, done: make(chan struct{}), memLimit: lim.MemoryBytes, cleanup: cleanup}
+	t := &Transport{cmd: cmd, done: make(chan struct{}), memLimit: lim.MemoryBytes, cleanup: cleanup}
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -164,24 +151,24 @@ func lookPathIn(name, path string) (string, error) {
 	return "", fmt.Errorf("not found in %s", path)
 }
 
-func (t *localTransport) Stdin() io.WriteCloser { return t.stdin }
-func (t *localTransport) Stdout() io.Reader     { return t.stdout }
-func (t *localTransport) Stderr() io.Reader     { return t.stderr }
-func (t *localTransport) Done() <-chan struct{} { return t.done }
+func (t *Transport) Stdin() io.WriteCloser { return t.stdin }
+func (t *Transport) Stdout() io.Reader     { return t.stdout }
+func (t *Transport) Stderr() io.Reader     { return t.stderr }
+func (t *Transport) Done() <-chan struct{} { return t.done }
 
 // Usage reports only the memory limit: a host process has no cgroup to
 // read back from.
-func (t *localTransport) Usage() (runtime.Usage, error) {
+func (t *Transport) Usage() (runtime.Usage, error) {
 	return runtime.Usage{MemoryLimit: t.memLimit}, nil
 }
 
-func (t *localTransport) Signal(_ context.Context, sig syscall.Signal) error {
+func (t *Transport) Signal(_ context.Context, sig syscall.Signal) error {
 	return t.cmd.Process.Signal(sig)
 }
 
 // Close kills the driver's process group and removes the workspace the
 // transport owns.
-func (t *localTransport) Close() error {
+func (t *Transport) Close() error {
 	var err error
 	t.once.Do(func() {
 		// The driver's whole tree: node's kernel runs in a session of its

@@ -1,0 +1,49 @@
+package service
+
+import (
+	"context"
+
+	"github.com/vial-run/vial/runtime"
+)
+
+// Provider starts sandboxes for the service: the runtime engine
+// (EngineProvider), local mode (LocalProvider) or a fake in tests. It must
+// be safe for concurrent use.
+type Provider interface {
+	// Start starts lang's context driver in a sandbox built for r.Env.
+	// r.Workspace is bound at /workspace; nil means a fresh private
+	// workspace the sandbox owns and removes when it is closed.
+	Start(ctx context.Context, r StartRequest) (Sandbox, error)
+	// NewWorkspace creates a workspace that outlives sandboxes: a
+	// session's shared one, which its default contexts bind and the file
+	// tools reach without starting a sandbox.
+	NewWorkspace(ctx context.Context) (Workspace, error)
+	// Notice is a line every result of this provider's sandboxes carries
+	// ("" for none): local mode says that code ran without isolation.
+	Notice() string
+	// Close releases what the provider holds (its workspaces). Sandboxes
+	// are closed by the service before.
+	Close() error
+}
+
+// StartRequest describes a sandbox to start.
+type StartRequest struct {
+	Language  Language
+	Env       Environment
+	Workspace Workspace // nil: a private one
+}
+
+// Sandbox is a running context driver: the transport to it (stdio,
+// signals, usage, lifetime) and its /workspace.
+type Sandbox interface {
+	runtime.Transport
+	// Files reaches the sandbox's /workspace.
+	Files() Files
+}
+
+// Workspace is a /workspace that is not tied to one sandbox.
+type Workspace interface {
+	Files() Files
+	// Close removes it and everything in it.
+	Close() error
+}

@@ -1,0 +1,207 @@
+package service
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+
+	"github.com/containerd/errdefs"
+
+	"github.com/vial-run/vial/rootfs"
+	"github.com/vial-run/vial/runtime"
+	"github.com/vial-run/vial/runtime/local"
+)
+
+// hostWorkspaceDir is a workspace directory of a runtime.WorkspaceSet.
+type hostWorkspaceDir struct {
+	set *runtime.WorkspaceSet
+	dir string
+}
+
+func (w *hostWorkspaceDir) Files() Files { return HostFiles{Dir: w.dir} }
+func (w *hostWorkspaceDir) Close() error { return w.set.Remove(w.dir) }
+
+// workspaceDir returns the host directory of a workspace this package
+// made; a foreign Workspace cannot be bound.
+func workspaceDir(ws Workspace) (string, error) {
+	if ws == nil {
+		return "", nil
+	}
+	w, ok := ws.(*hostWorkspaceDir)
+	if !ok {
+		return "", fmt.Errorf("workspace %T is not on this host: %w", ws, errdefs.ErrInvalidArgument)
+	}
+	return w.dir, nil
+}
+
+// EngineProvider starts sandboxes on the runtime engine: each context's
+// driver runs as the init of a hardened OCI sandbox under the
+// environment's runtime, image and limits, with the drivers bound
+// read-only.
+type EngineProvider struct {
+	eng       *runtime.Engine
+	resolve   func(name string) (*rootfs.Image, error)
+	driverDir string
+	ws        *runtime.WorkspaceSet
+
+	mu     sync.Mutex
+	images map[string]*rootfs.Image
+}
+
+// NewEngineProvider installs the context drivers under the engine's state
+// directory and opens a workspace set. resolve turns an image name of the
+// configuration into an image.
+func NewEngineProvider(eng *runtime.Engine, resolve func(name string) (*rootfs.Image, error)) (*EngineProvider, error) {
+	driverDir := filepath.Join(eng.StateDir(), "drivers")
+	if err := runtime.WriteDrivers(driverDir); err != nil {
+		return nil, fmt.Errorf("installing context drivers: %w", err)
+	}
+	ws, err := eng.OpenWorkspaces()
+	if err != nil {
+		return nil, err
+	}
+	return &EngineProvider{eng: eng, resolve: resolve, driverDir: driverDir, ws: ws, images: map[string]*rootfs.Image{}}, nil
+}
+
+// Image resolves an image name once and remembers it.
+func (p *EngineProvider) Image(name string) (*rootfs.Image, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if img, ok := p.images[name]; ok {
+		return img, nil
+	}
+	img, err := p.resolve(name)
+	if err != nil {
+		return nil, err
+	}
+	p.images[name] = img
+	return img, nil
+}
+
+// Check verifies that env's runtime is installed and its image resolves:
+// the start-up check.
+func (p *EngineProvider) Check(env Environment) error {
+	if _, err := p.eng.Backend(env.Runtime); err != nil {
+		return err
+	}
+	_, err := p.Image(env.Image)
+	return err
+}
+
+// Start implements Provider.
+func (p *EngineProvider) Start(ctx context.Context, r StartRequest) (Sandbox, error) {
+	ws, err := workspaceDir(r.Workspace)
+	if err != nil {
+		return nil, err
+	}
+	argv, err := runtime.SandboxCommand(r.Language, runtime.DriverDir)
+	if err != nil {
+		return nil, err
+	}
+	img, err := p.Image(r.Env.Image)
+	if err != nil {
+		if r.Env.Name != "" {
+			// The image of a named environment may not be built yet: say
+			// so to the model, which can pick another environment or pass
+			// on the store's hint (the command that gets the image) to its
+			// user. Host paths in the text are scrubbed by the front end.
+			return nil, fmt.Errorf("environment %q: image %q is not available on this host (%v): %w", r.Env.Name, r.Env.Image, err, errdefs.ErrNotFound)
+		}
+		return nil, err
+	}
+	sb, err := p.eng.Start(ctx, r.Env.Runtime, runtime.Request{
+		Image:     img,
+		Args:      argv,
+		Env:       r.Env.Env,
+		Binds:     []rootfs.Bind{{Source: p.driverDir, Target: runtime.DriverDir}},
+		Limits:    r.Env.Limits,
+		Workspace: ws,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return engineSandbox{sb}, nil
+}
+
+// engineSandbox is a runtime sandbox with its workspace on this host.
+type engineSandbox struct{ *runtime.Sandbox }
+
+func (s engineSandbox) Files() Files { return HostFiles{Dir: s.Workspace} }
+
+// NewWorkspace implements Provider.
+func (p *EngineProvider) NewWorkspace(ctx context.Context) (Workspace, error) {
+	dir, err := p.ws.New("")
+	if err != nil {
+		return nil, err
+	}
+	return &hostWorkspaceDir{set: p.ws, dir: dir}, nil
+}
+
+// Notice implements Provider: sandboxed results need none.
+func (p *EngineProvider) Notice() string { return "" }
+
+// Close implements Provider: it removes the workspace set.
+func (p *EngineProvider) Close() error { return p.ws.Close() }
+
+// LocalProvider runs context drivers as host processes with no isolation
+// (local mode). Only the operator chooses it; every result says so.
+type LocalProvider struct {
+	driverDir string
+	ws        *runtime.WorkspaceSet
+}
+
+// NewLocalProvider installs the drivers under stateDir and takes its
+// workspaces from ws.
+func NewLocalProvider(stateDir string, ws *runtime.WorkspaceSet) (*LocalProvider, error) {
+	driverDir := filepath.Join(stateDir, "drivers")
+	if err := runtime.WriteDrivers(driverDir); err != nil {
+		return nil, fmt.Errorf("installing context drivers: %w", err)
+	}
+	return &LocalProvider{driverDir: driverDir, ws: ws}, nil
+}
+
+// Start implements Provider.
+func (p *LocalProvider) Start(ctx context.Context, r StartRequest) (Sandbox, error) {
+	dir, err := workspaceDir(r.Workspace)
+	if err != nil {
+		return nil, err
+	}
+	var cleanup func() error
+	if dir == "" {
+		if dir, err = p.ws.New(""); err != nil {
+			return nil, err
+		}
+		cleanup = func() error { return p.ws.Remove(dir) }
+	}
+	t, err := local.Start(r.Language, p.driverDir, dir, r.Env.Env, r.Env.Limits.WithDefaults(), cleanup)
+	if err != nil {
+		if cleanup != nil {
+			cleanup()
+		}
+		return nil, err
+	}
+	return localSandbox{t, dir}, nil
+}
+
+type localSandbox struct {
+	*local.Transport
+	dir string
+}
+
+func (s localSandbox) Files() Files { return HostFiles{Dir: s.dir} }
+
+// NewWorkspace implements Provider.
+func (p *LocalProvider) NewWorkspace(ctx context.Context) (Workspace, error) {
+	dir, err := p.ws.New("")
+	if err != nil {
+		return nil, err
+	}
+	return &hostWorkspaceDir{set: p.ws, dir: dir}, nil
+}
+
+// Notice implements Provider.
+func (p *LocalProvider) Notice() string { return local.Banner }
+
+// Close implements Provider.
+func (p *LocalProvider) Close() error { return p.ws.Close() }
