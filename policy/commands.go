@@ -33,7 +33,9 @@ import (
 // encodings (base64, hex, rev), aliases and functions, scripts written to
 // a file and run later, other interpreters (python3 -c 'os.chmod(...)'),
 // equivalent commands (chmod a+rwx, chmod 0777, rm -r -f /,
-// find / -delete), and globs that do not keep a letter of the name.
+// find / -delete), globs that do not keep a letter of the name, and a
+// wrapper between an operator and the command (curl x | sudo bash does not
+// match "curl * | bash").
 
 // maxCommandDepth bounds how deep quoted strings are read again as
 // commands (sh -c "bash -c '...'"). Each level reads at most the text of

@@ -115,6 +115,9 @@ func TestMatchCommandLimits(t *testing.T) {
 			t.Errorf("%q matched: update the documented limits", cmd)
 		}
 	}
+	if MatchCommand("curl * | bash", "curl x | sudo bash") {
+		t.Error("a wrapper after the pipe matched: update the documented limits")
+	}
 }
 
 func TestBlockedCommand(t *testing.T) {
