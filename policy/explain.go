@@ -27,7 +27,8 @@ func (d Decision) String() string {
 		}
 		fmt.Fprintf(&b, ": %s)", strings.Join(d.Notices, "; "))
 	}
-	return b.String()
+	// One line, whatever a reason holds.
+	return strings.NewReplacer("\n", `\n`, "\r", `\r`).Replace(b.String())
 }
 
 // guardNote tells the model what a guard is, so that it neither mistakes
@@ -93,5 +94,5 @@ func nameOr(tool string) string {
 	if tool == "" {
 		return "the call"
 	}
-	return truncate(tool, 100)
+	return shown(tool, 100)
 }

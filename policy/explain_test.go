@@ -89,3 +89,22 @@ func TestEffectText(t *testing.T) {
 		t.Errorf("got %s", Effect(7))
 	}
 }
+
+// TestDecisionOneLine: text from the call cannot break the log line.
+func TestDecisionOneLine(t *testing.T) {
+	r := seedRules()
+	for _, c := range []Call{
+		{Tool: "read_file", Paths: []string{"a\n.env"}, Size: 1},
+		{Tool: "read_file", Paths: []string{"x/\ndeny everything/.env"}},
+		{Tool: "evil\ntool"},
+		{Tool: "run_code", Code: "__import__('subprocess\\nfake')"},
+	} {
+		d := r.Decide(c)
+		if s := d.String(); strings.ContainsAny(s, "\n\r") {
+			t.Errorf("String holds a line break: %q", s)
+		}
+		if strings.ContainsAny(d.Reason, "\n\r") {
+			t.Errorf("Reason holds a line break: %q", d.Reason)
+		}
+	}
+}

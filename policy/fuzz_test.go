@@ -85,12 +85,16 @@ func FuzzMatchPath(f *testing.F) {
 		if p == "" || strings.HasPrefix(p, "/") {
 			return
 		}
-		for _, q := range []string{"./" + p, "a/../" + p, "/workspace/" + p, p + "/."} {
+		rel, inside := workspaceRel(p)
+		same := []string{"./" + p, "a/../" + p, p + "/."}
+		if inside {
+			same = append(same, "/workspace/"+p)
+		}
+		for _, q := range same {
 			if MatchPath(pattern, q) != got {
 				t.Errorf("MatchPath(%q, %q) = %v but %q gives %v", pattern, p, got, q, !got)
 			}
 		}
-		rel, inside := workspaceRel(p)
 		if got && inside {
 			if child := path.Join(rel, "child"); !MatchPath(pattern, child) {
 				t.Errorf("%q matches %q but not %q under it", pattern, p, child)

@@ -180,5 +180,5 @@ func shownPath(rel string) string {
 	if rel == "." {
 		return workspaceDir
 	}
-	return truncate(rel, 200)
+	return shown(rel, 200)
 }

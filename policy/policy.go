@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"path"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Canonical names of the tools whose guards travel with the code they
@@ -302,7 +304,7 @@ func (r *Rules) decideLimits(d *Decision, c Call, tr ToolRules) bool {
 	if c.Code != "" && isPython(c.Language) {
 		if entry, ref, hit := BlockedImport(r.BlockedImportsFor(c.Tool), c.Code); hit {
 			owner := r.importOwner(c.Tool, tr, entry)
-			what := fmt.Sprintf("the code uses %s", ref)
+			what := fmt.Sprintf("the code uses %s", shown(ref, 100))
 			if ref != entry {
 				what += fmt.Sprintf(", which %q blocks", entry)
 			}
@@ -518,6 +520,20 @@ func quoteName(s string) string {
 		return "an unnamed tool"
 	}
 	return fmt.Sprintf("%q", truncate(s, 100))
+}
+
+// shown makes text from a call (a path, a module name, a tool name) safe
+// to put in a one-line reason: as it is when it is plain, quoted when it
+// holds spaces, quotes, backslashes or anything unprintable — a path with
+// a newline must not forge a line of the log.
+func shown(s string, max int) string {
+	s = truncate(s, max)
+	for _, r := range s {
+		if r == ' ' || r == '"' || r == '\\' || !unicode.IsGraphic(r) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }
 
 func truncate(s string, n int) string {
