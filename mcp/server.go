@@ -25,6 +25,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"slices"
 	"sort"
 	"time"
@@ -78,6 +79,10 @@ type Options struct {
 	// OpenWorld says sandboxes may reach the network; it sets openWorldHint
 	// on the code-running tools.
 	OpenWorld bool
+	// HTTPRoutes are other handlers served on the HTTP listener beside
+	// /mcp (by ServeMux pattern): the REST API, metrics, the page. Each
+	// does its own authentication; the MCP token does not cover them.
+	HTTPRoutes map[string]http.Handler
 }
 
 // DefaultResponseBudget keeps every result well under the 10 MiB at which
@@ -99,6 +104,7 @@ type Server struct {
 	mcp       *mcpserver.MCPServer
 	toolNames []string
 	sessions  *sessions
+	routes    map[string]http.Handler
 }
 
 // ToolNames lists every tool this package implements, sorted.
@@ -176,6 +182,7 @@ func NewServer(opts Options) (*Server, error) {
 		writeTO:   writeTO,
 		legacy:    opts.LegacyProtocol,
 		openWorld: opts.OpenWorld,
+		routes:    opts.HTTPRoutes,
 	}
 	s.sessions = newSessions(s)
 	hooks := &mcpserver.Hooks{}

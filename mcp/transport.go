@@ -335,6 +335,9 @@ func (s *Server) ServeListener(ctx context.Context, ln net.Listener, token strin
 		h = RequireBearer(token, h)
 	}
 	mux.Handle("/mcp", h)
+	for pattern, rh := range s.routes {
+		mux.Handle(pattern, rh)
+	}
 	srv := &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 10 * time.Second,
