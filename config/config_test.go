@@ -95,8 +95,8 @@ func TestResearchAssistant(t *testing.T) {
 		{"template", r.Template, "python-dev"},
 		{"metadata from agent", r.Metadata.Name, "研究助手"},
 		{"tools enabled accumulate", r.Tools.Enabled, []string{
-			"fetch_url", "http_request", "install_package", "list_directory", "read_file",
-			"run_code", "run_shell", "save_artifact", "search_files", "web_search", "write_file"}},
+			"create_context", "fetch_url", "http_request", "install_package", "list_contexts", "list_directory", "read_file",
+			"run_code", "run_shell", "save_artifact", "search_files", "stop_context", "web_search", "write_file"}},
 		{"web_search config", r.Tools.Config["web_search"], map[string]any{"provider": "tavily", "max_results": int64(10)}},
 		{"hitl", r.HITL.RequireConfirmation, []string{"write_file", "http_request"}},
 		{"browser enabled by agent", r.MCPServers["browser"].Enabled, true},
@@ -186,7 +186,7 @@ func TestImplementedFiltersTools(t *testing.T) {
 	if diff := cmp.Diff([]string{"read_file", "run_code"}, r.Tools.Enabled); diff != "" {
 		t.Errorf("enabled (-want +got):\n%s", diff)
 	}
-	if len(r.Tools.Unimplemented) != 9 {
+	if len(r.Tools.Unimplemented) != 12 {
 		t.Errorf("unimplemented = %v", r.Tools.Unimplemented)
 	}
 	var n int
@@ -195,8 +195,8 @@ func TestImplementedFiltersTools(t *testing.T) {
 			n++
 		}
 	}
-	if n != 9 {
-		t.Errorf("%d warnings for unimplemented tools, want 9: %v", n, r.Warnings)
+	if n != 12 {
+		t.Errorf("%d warnings for unimplemented tools, want 12: %v", n, r.Warnings)
 	}
 	if r.ToolDefs["web_search"].Implemented || !r.ToolDefs["run_code"].Implemented {
 		t.Error("ToolDef.Implemented is wrong")

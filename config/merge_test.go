@@ -85,7 +85,13 @@ func TestMergeRules(t *testing.T) {
 			template: "[tools]\nenabled = [\"run_python\"]\n",
 			agent:    "extends = \"t\"\n[tools]\nenabled = [\"web_search\", \"execute_python\"]\n",
 			get:      func(r *Resolved) any { return r.Tools.Enabled },
-			want:     []string{"read_file", "run_code", "web_search"},
+			want:     []string{"create_context", "list_contexts", "read_file", "run_code", "stop_context", "web_search"},
+		},
+		{
+			name:   "context tools travel with the code tools unless disabled by name",
+			system: "[tools]\nenabled = [\"run_shell\"]\ndisabled = [\"stop_context\"]\n",
+			get:    func(r *Resolved) any { return r.Tools.Enabled },
+			want:   []string{"create_context", "list_contexts", "run_shell"},
 		},
 		{
 			name:     "4 tools.disabled removes, a higher enabled restores",

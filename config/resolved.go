@@ -95,6 +95,9 @@ type Security struct {
 	ReadOnlyRoot     bool
 	NoNewPrivileges  bool
 	DropCapabilities []string
+	// DangerousPatterns is seed 000's check of code: "off", "warn" or
+	// "deny".
+	DangerousPatterns string
 }
 
 // Shell is [shell]. Env is the environment every sandboxed process gets,
@@ -154,6 +157,9 @@ type HITL struct {
 	RequireConfirmation []string
 	AutoApprovePatterns []string
 	Timeout             time.Duration // how long to wait for a human
+	// Unattended are tool patterns allowed to run when a call needs a
+	// human and the client cannot ask one; empty denies such calls.
+	Unattended []string
 }
 
 // Logging is [logging].
@@ -353,8 +359,9 @@ func (r *Resolved) decode(t *node, cat *catalogue, v *vars, opts *Options) {
 	}
 	sec := t.get("sandbox", "security")
 	r.Security = Security{
-		ReadOnlyRoot:    boolAt(sec, "read_only_root", true),
-		NoNewPrivileges: boolAt(sec, "no_new_privileges", true),
+		ReadOnlyRoot:      boolAt(sec, "read_only_root", true),
+		NoNewPrivileges:   boolAt(sec, "no_new_privileges", true),
+		DangerousPatterns: strAt(sec, "dangerous_patterns"),
 	}
 	for _, c := range sec.get("drop_capabilities").strings() {
 		if cc := canonicalCap(c); cc != "" && !slices.Contains(r.Security.DropCapabilities, cc) {
@@ -424,6 +431,7 @@ func (r *Resolved) decode(t *node, cat *catalogue, v *vars, opts *Options) {
 		RequireConfirmation: canonicalList(h.get("require_confirmation").strings()),
 		AutoApprovePatterns: nonNil(h.get("auto_approve_patterns").strings()),
 		Timeout:             time.Duration(intAt(h, "timeout_seconds")) * time.Second,
+		Unattended:          nonNil(h.get("unattended").strings()),
 	}
 	lg := t.get("logging")
 	r.Logging = Logging{
@@ -451,6 +459,19 @@ func (r *Resolved) decodeTools(t *node, cat *catalogue, opts *Options) {
 		}
 		for _, off := range canonicalList(tt.get("disabled").strings()) {
 			enabled = slices.DeleteFunc(enabled, func(s string) bool { return s == off })
+		}
+	}
+	// The context tools travel with the code tools: seed 002's flow
+	// (create_context, run_code in it, stop_context) needs them, and the
+	// seed's own tools.enabled lists name run_python and run_shell only.
+	// The operator can still switch one off by naming it in
+	// tools.disabled.
+	disabled := canonicalList(tt.get("disabled").strings())
+	if slices.Contains(enabled, "run_code") || slices.Contains(enabled, "run_shell") {
+		for _, name := range contextTools {
+			if !slices.Contains(enabled, name) && !slices.Contains(disabled, name) {
+				enabled = append(enabled, name)
+			}
 		}
 	}
 	slices.Sort(enabled)
@@ -483,6 +504,9 @@ func (r *Resolved) decodeTools(t *node, cat *catalogue, opts *Options) {
 		d.Implemented = opts.Implemented == nil || opts.Implemented[name]
 	}
 }
+
+// contextTools are enabled whenever a code tool is (see decodeTools).
+var contextTools = []string{"create_context", "list_contexts", "stop_context"}
 
 // transportOf infers a server's transport from its URL.
 func transportOf(u string) string {

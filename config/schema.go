@@ -447,6 +447,10 @@ var (
 			"read_only_root":    boolean(),
 			"no_new_privileges": boolean(),
 			"drop_capabilities": strs(checkCap),
+			// seed 000's check of code for dangerous patterns: a guard
+			// in front of the sandbox (off, warn: a notice in the
+			// result, deny).
+			"dangerous_patterns": strEnum("off", "warn", "deny"),
 		}),
 		"docker": table(map[string]*spec{
 			"image":    strWith(checkNonEmpty),
@@ -497,6 +501,9 @@ var (
 		"require_confirmation":  strs(checkTool),
 		"auto_approve_patterns": strs(checkPattern),
 		"timeout_seconds":       integer(1, maxTimeout),
+		// unattended: tool patterns the operator lets run when a call
+		// needs a human and the client cannot ask one. Empty: denied.
+		"unattended": strs(checkPattern),
 	})
 
 	loggingSpec = table(map[string]*spec{

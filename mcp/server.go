@@ -267,7 +267,11 @@ func (s *Server) wrap(name string, h func(*Server, context.Context, *call) (*mcp
 			return s.errorResult(ctx, c, serr), nil
 		}
 		c.sess = sess
-		res, herr := h(s, ctx, c)
+		res, herr := h(s, service.WithAsking(ctx, s.asking(ctx, req)), c)
+		var ar *service.ApprovalRequired
+		if errors.As(herr, &ar) {
+			res, herr = s.approve(ctx, c, h, ar)
+		}
 		if herr != nil {
 			return s.errorResult(ctx, c, herr), nil
 		}

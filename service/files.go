@@ -2,13 +2,16 @@ package service
 
 import (
 	"context"
+	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
 	"github.com/vial-run/vial/internal/human"
+	"github.com/vial-run/vial/policy"
 )
 
 // Files reaches one /workspace. Paths are workspace-relative and already
@@ -32,8 +35,16 @@ type Files interface {
 	// symbolic links, within q's bounds.
 	Search(ctx context.Context, rel string, q SearchQuery) (SearchResult, error)
 	// Remove removes rel: a file, a symbolic link, an empty directory, or
-	// with recursive a whole tree. It returns the kind removed.
-	Remove(ctx context.Context, rel string, recursive bool) (kind string, err error)
+	// with recursive a whole tree. It returns the kind removed. With
+	// protected set, a tree holding an entry it reports is not touched
+	// (PermissionDenied).
+	Remove(ctx context.Context, rel string, recursive bool, protected func(rel string) bool) (kind string, err error)
+	// Stat describes rel, following symbolic links inside the workspace.
+	Stat(ctx context.Context, rel string) (Entry, error)
+	// Resolve returns the workspace path rel leads to once symbolic links
+	// are followed, as far as it exists: the path a call really touches,
+	// which the policy must judge too (a link "x" to ".env" is ".env").
+	Resolve(ctx context.Context, rel string) (string, error)
 }
 
 // Entry is one directory entry.
@@ -65,6 +76,9 @@ type SearchQuery struct {
 	MaxBytes     int64
 	MaxFileBytes int64
 	MaxTime      time.Duration
+	// Skip, if set, reports paths to leave out: not matched, not looked
+	// inside, not descended into.
+	Skip func(rel string) bool
 }
 
 // SearchResult is what a search found.
@@ -200,9 +214,23 @@ func (s *Session) ReadFile(ctx context.Context, r ReadRequest) (fc FileContent, 
 	if err != nil {
 		return FileContent{}, err
 	}
+	call := s.fileCall(ctx, f, "read_file", rel, map[string]any{"path": rel, "context_id": r.ContextID, "offset": r.Offset, "length": r.Length})
+	call.Size = -1
+	if st, err := f.Stat(ctx, rel); err == nil {
+		call.Size = st.Size
+	}
+	if _, err := s.authorize(ctx, call, Summary{Tool: "read_file", Action: "read " + Shown(rel)}); err != nil {
+		return FileContent{}, err
+	}
 	data, size, err := f.Read(ctx, rel, r.Offset, n)
 	if err != nil {
 		return FileContent{}, err
+	}
+	if size > call.Size {
+		// It grew (or was swapped) after the check: judge what was read.
+		if err := s.recheck(call, size); err != nil {
+			return FileContent{}, err
+		}
 	}
 	return FileContent{Path: Shown(rel), Data: data, Offset: r.Offset, Size: size}, nil
 }
@@ -237,6 +265,12 @@ func (s *Session) WriteFile(ctx context.Context, r WriteRequest) (shown string, 
 	if err != nil {
 		return "", err
 	}
+	call := s.fileCall(ctx, f, "write_file", rel, map[string]any{"path": rel, "context_id": r.ContextID, "content": string(r.Data)})
+	call.Size = int64(len(r.Data))
+	if _, err := s.authorize(ctx, call, Summary{Tool: "write_file", Action: fmt.Sprintf("write %s to %s%s", human.Bytes(uint64(len(r.Data))), Shown(rel), where(r.ContextID)),
+		Detail: detail(string(r.Data))}); err != nil {
+		return "", err
+	}
 	if err := f.Write(ctx, rel, r.Data); err != nil {
 		return "", err
 	}
@@ -266,10 +300,26 @@ func (s *Session) ListDirectory(ctx context.Context, contextID, p string) (l Lis
 	if err != nil {
 		return Listing{}, err
 	}
+	if _, err := s.authorize(ctx, s.fileCall(ctx, f, "list_directory", rel, map[string]any{"path": rel, "context_id": contextID}),
+		Summary{Tool: "list_directory", Action: "list " + Shown(rel)}); err != nil {
+		return Listing{}, err
+	}
 	ents, truncated, err := f.List(ctx, rel, s.svc.limits.MaxListEntries)
 	if err != nil {
 		return Listing{}, err
 	}
+	// Protected entries are left out of listings, and so are links to
+	// them (their target would name the protected file).
+	ents = slices.DeleteFunc(ents, func(e Entry) bool {
+		if s.hidden("list_directory", e.Path) {
+			return true
+		}
+		if e.Type == "symlink" && s.svc.opts.Policy != nil {
+			final, err := f.Resolve(ctx, e.Path)
+			return err != nil || s.hidden("list_directory", final)
+		}
+		return false
+	})
 	return Listing{Path: Shown(rel), Entries: ents, Truncated: truncated}, nil
 }
 
@@ -311,6 +361,10 @@ func (s *Session) SearchFiles(ctx context.Context, r SearchRequest) (res SearchR
 	if err != nil {
 		return SearchResult{}, err
 	}
+	if _, err := s.authorize(ctx, s.fileCall(ctx, f, "search_files", rel, map[string]any{"path": rel, "context_id": r.ContextID, "pattern": r.Pattern, "contains": r.Contains, "max_results": r.MaxResults}),
+		Summary{Tool: "search_files", Action: fmt.Sprintf("search %s for %q", Shown(rel), r.Pattern)}); err != nil {
+		return SearchResult{}, err
+	}
 	q := SearchQuery{
 		Pattern:      r.Pattern,
 		Contains:     r.Contains,
@@ -323,6 +377,10 @@ func (s *Session) SearchFiles(ctx context.Context, r SearchRequest) (res SearchR
 	}
 	if r.MaxResults > 0 {
 		q.MaxResults = min(q.MaxResults, r.MaxResults)
+	}
+	if s.svc.opts.Policy != nil {
+		// Protected files are neither listed nor looked inside.
+		q.Skip = func(p string) bool { return s.hidden("search_files", p) }
 	}
 	return f.Search(ctx, rel, q)
 }
@@ -347,9 +405,53 @@ func (s *Session) DeleteFile(ctx context.Context, contextID, p string, recursive
 	if err != nil {
 		return "", "", err
 	}
-	kind, err = f.Remove(ctx, rel, recursive)
+	if _, err := s.authorize(ctx, s.fileCall(ctx, f, "delete_file", rel, map[string]any{"path": rel, "context_id": contextID, "recursive": recursive}),
+		Summary{Tool: "delete_file", Action: fmt.Sprintf("delete %s%s%s", Shown(rel), map[bool]string{true: " and everything in it", false: ""}[recursive], where(contextID))}); err != nil {
+		return "", "", err
+	}
+	var protected func(string) bool
+	if s.svc.opts.Policy != nil {
+		protected = func(p string) bool { return s.hidden("delete_file", p) }
+	}
+	kind, err = f.Remove(ctx, rel, recursive, protected)
 	if err != nil {
 		return "", "", err
 	}
 	return Shown(rel), kind, nil
+}
+
+// fileCall is the policy call of a file tool on rel: the path as given and
+// the path it leads to through symbolic links, both judged.
+func (s *Session) fileCall(ctx context.Context, f Files, tool, rel string, args map[string]any) policy.Call {
+	call := policy.Call{Tool: tool, Args: args, Paths: []string{rel}}
+	if final, err := f.Resolve(ctx, rel); err == nil && final != rel {
+		call.Paths = append(call.Paths, final)
+	}
+	return call
+}
+
+// recheck judges call again with the size really moved; only a denial
+// counts (the call was already approved or allowed).
+func (s *Session) recheck(call policy.Call, size int64) error {
+	call.Size = size
+	call.Session, call.Client, call.Agent = s.id, s.clientName(), s.svc.opts.Agent
+	if d := s.svc.opts.Policy.Decide(call); d.Effect == policy.Deny {
+		return &Error{msg: d.ModelText(), class: errdefs.ErrPermissionDenied}
+	}
+	return nil
+}
+
+// hidden reports whether the policy protects rel from tool: such entries
+// are left out of listings and searches and block a recursive delete.
+func (s *Session) hidden(tool, rel string) bool {
+	rules := s.svc.opts.Policy
+	return rules != nil && rules.Hidden(tool, rel)
+}
+
+// where names the context of a file call for a person.
+func where(contextID string) string {
+	if contextID == "" {
+		return ""
+	}
+	return " in context " + contextID
 }

@@ -336,6 +336,9 @@ walk:
 					break walk
 				}
 				p := path.Join(d.rel, e.Name())
+				if q.Skip != nil && q.Skip(p) {
+					continue
+				}
 				if e.IsDir() {
 					if d.depth+1 >= q.MaxDepth {
 						res.DeepDirs++
@@ -418,7 +421,7 @@ func (w *hostWorkspace) grep(rel, needle string, limit int64) ([]Line, bool) {
 }
 
 // Remove implements Files.
-func (h HostFiles) Remove(ctx context.Context, rel string, recursive bool) (string, error) {
+func (h HostFiles) Remove(ctx context.Context, rel string, recursive bool, protected func(string) bool) (string, error) {
 	w, err := h.open()
 	if err != nil {
 		return "", err
@@ -429,6 +432,13 @@ func (h HostFiles) Remove(ctx context.Context, rel string, recursive bool) (stri
 		return "", fsError("deleting", rel, err)
 	}
 	if fi.IsDir() && recursive {
+		if protected != nil {
+			if p, err := w.findProtected(ctx, rel, protected); err != nil {
+				return "", err
+			} else if p != "" {
+				return "", errorf(errdefs.ErrPermissionDenied, "deleting: %s holds %s, which the operator protects (blocked_paths); nothing was deleted", Shown(rel), Shown(p))
+			}
+		}
 		err = w.root.RemoveAll(rel)
 	} else {
 		err = w.root.Remove(rel)
@@ -441,4 +451,126 @@ func (h HostFiles) Remove(ctx context.Context, rel string, recursive bool) (stri
 		kind = "directory"
 	}
 	return kind, nil
+}
+
+// findProtected walks the tree under rel (not following links) and
+// returns the first entry protected reports, or "".
+func (w *hostWorkspace) findProtected(ctx context.Context, rel string, protected func(string) bool) (string, error) {
+	queue := []string{rel}
+	for len(queue) > 0 {
+		if err := ctx.Err(); err != nil {
+			return "", err
+		}
+		dir := queue[0]
+		queue = queue[1:]
+		f, err := w.root.OpenFile(dir, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_DIRECTORY|syscall.O_NOFOLLOW, 0)
+		if err != nil {
+			continue
+		}
+		for {
+			ents, err := f.ReadDir(256)
+			for _, e := range ents {
+				p := path.Join(dir, e.Name())
+				if protected(p) {
+					f.Close()
+					return p, nil
+				}
+				if e.IsDir() {
+					queue = append(queue, p)
+				}
+			}
+			if err != nil || len(ents) == 0 {
+				break
+			}
+		}
+		f.Close()
+	}
+	return "", nil
+}
+
+// Stat implements Files.
+func (h HostFiles) Stat(ctx context.Context, rel string) (Entry, error) {
+	w, err := h.open()
+	if err != nil {
+		return Entry{}, err
+	}
+	defer w.root.Close()
+	fi, err := w.root.Stat(rel)
+	if err != nil {
+		return Entry{}, fsError("reading", rel, err)
+	}
+	e := Entry{Name: path.Base(rel), Path: rel, Type: entryType(fi.Mode()), Modified: fi.ModTime()}
+	if fi.Mode().IsRegular() {
+		e.Size = fi.Size()
+	}
+	return e, nil
+}
+
+// maxLinks bounds the symbolic links Resolve follows, as the kernel does.
+const maxLinks = 40
+
+// Resolve implements Files: it follows symbolic links component by
+// component, as the kernel would inside the sandbox (where /workspace is
+// the workspace), and stops at the first component that does not exist.
+// A link that leads out of the workspace is an error.
+func (h HostFiles) Resolve(ctx context.Context, rel string) (string, error) {
+	w, err := h.open()
+	if err != nil {
+		return "", err
+	}
+	defer w.root.Close()
+	todo := splitPath(rel)
+	var done []string
+	links := 0
+	for len(todo) > 0 {
+		part := todo[0]
+		todo = todo[1:]
+		switch part {
+		case ".", "":
+			continue
+		case "..":
+			if len(done) == 0 {
+				return "", errorf(errdefs.ErrPermissionDenied, "%s leads outside /workspace", Shown(rel))
+			}
+			done = done[:len(done)-1]
+			continue
+		}
+		cur := path.Join(append(append([]string{}, done...), part)...)
+		fi, err := w.root.Lstat(cur)
+		if err != nil {
+			// The rest does not exist (yet): it is what it says.
+			return path.Join(append(append(done, part), todo...)...), nil
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			done = append(done, part)
+			continue
+		}
+		if links++; links > maxLinks {
+			return "", errorf(errdefs.ErrInvalidArgument, "too many symbolic links in %s", Shown(rel))
+		}
+		target, err := w.root.Readlink(cur)
+		if err != nil {
+			return "", fsError("resolving", cur, err)
+		}
+		if strings.HasPrefix(target, "/") {
+			clean := path.Clean(target)
+			if clean != WorkspaceDir && !strings.HasPrefix(clean, WorkspaceDir+"/") {
+				return "", errorf(errdefs.ErrPermissionDenied, "%s leads outside /workspace", Shown(rel))
+			}
+			done = nil
+			target = strings.TrimPrefix(strings.TrimPrefix(clean, WorkspaceDir), "/")
+		}
+		todo = append(splitPath(target), todo...)
+	}
+	if len(done) == 0 {
+		return ".", nil
+	}
+	return path.Join(done...), nil
+}
+
+func splitPath(p string) []string {
+	if p == "" || p == "." {
+		return nil
+	}
+	return strings.Split(p, "/")
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/vial-run/vial/internal/errclass"
 	"github.com/vial-run/vial/internal/human"
 	"github.com/vial-run/vial/observe"
+	"github.com/vial-run/vial/policy"
 	"github.com/vial-run/vial/runtime"
 )
 
@@ -54,6 +55,14 @@ type Options struct {
 	// Context holds per-context settings (interrupt grace, output cap, start
 	// timeout); its identity fields are set per context.
 	Context runtime.ContextOptions
+	// Policy decides every call (see authorize); nil means no policy is
+	// configured and every offered tool runs without asking.
+	Policy *policy.Rules
+	// ApprovalTimeout bounds how long a person may take to approve a call
+	// (hitl.timeout_seconds); 0 means DefaultApprovalTimeout.
+	ApprovalTimeout time.Duration
+	// Agent names the agent whose configuration applies, for records.
+	Agent string
 	// Events receives every call and sandbox event; nil drops them.
 	Events *observe.Bus
 	// Log receives operational records; nil discards.
@@ -69,6 +78,9 @@ type Service struct {
 	events   *observe.Bus
 	adm      *admission
 	reg      *registry
+
+	approvals       *policy.Approvals
+	approvalTimeout time.Duration
 
 	mu       sync.Mutex
 	sessions map[string]*Session
@@ -113,14 +125,24 @@ func New(o Options) (*Service, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if o.Policy != nil {
+		if err := o.Policy.Validate(); err != nil {
+			return nil, fmt.Errorf("configuring the policy: %w: %w", errdefs.ErrInvalidArgument, err)
+		}
+	}
+	if o.ApprovalTimeout <= 0 {
+		o.ApprovalTimeout = DefaultApprovalTimeout
+	}
 	s := &Service{
-		opts:     o,
-		provider: o.Provider,
-		limits:   lim,
-		log:      log,
-		events:   o.Events,
-		adm:      newAdmission(o.MaxSandboxes, o.AdmissionWait, o.MaxWaiting),
-		sessions: map[string]*Session{},
+		opts:            o,
+		provider:        o.Provider,
+		limits:          lim,
+		log:             log,
+		events:          o.Events,
+		adm:             newAdmission(o.MaxSandboxes, o.AdmissionWait, o.MaxWaiting),
+		sessions:        map[string]*Session{},
+		approvals:       policy.NewApprovals(policy.ApprovalOptions{}),
+		approvalTimeout: o.ApprovalTimeout,
 	}
 	s.reg = newRegistry(s)
 	return s, nil
@@ -128,6 +150,12 @@ func New(o Options) (*Service, error) {
 
 // Limits returns the call limits in force (defaults filled in).
 func (s *Service) Limits() Limits { return s.limits }
+
+// ApprovalTimeout is how long a person may take to approve a call.
+func (s *Service) ApprovalTimeout() time.Duration { return s.approvalTimeout }
+
+// Policy returns the rules in force; nil when none is configured.
+func (s *Service) Policy() *policy.Rules { return s.opts.Policy }
 
 // MaxSandboxes returns the admission bound.
 func (s *Service) MaxSandboxes() int { return s.opts.MaxSandboxes }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/vial-run/vial/internal/human"
 	"github.com/vial-run/vial/observe"
+	"github.com/vial-run/vial/policy"
 	"github.com/vial-run/vial/runtime"
 )
 
@@ -80,6 +81,7 @@ func (s *Session) Close() error {
 	ws := s.ws
 	s.mu.Unlock()
 	err := s.svc.reg.closeOwner(s.id)
+	s.svc.approvals.Forget(s.id)
 	if ws != nil {
 		err = errors.Join(err, ws.Close())
 	}
@@ -151,6 +153,11 @@ func (s *Session) CreateContext(ctx context.Context, r CreateRequest) (info Cont
 	if err != nil {
 		return ContextInfo{}, err
 	}
+	if _, err := s.authorize(ctx, policy.Call{Tool: "create_context", Args: map[string]any{"language": string(r.Language), "name": r.Name, "environment": r.Environment},
+		Environment: env.Name, Language: string(r.Language)},
+		Summary{Tool: "create_context", Action: fmt.Sprintf("start a %s context", r.Language), Environment: envName(env), Limits: limitsText(env, s.svc.limits.MaxTimeout)}); err != nil {
+		return ContextInfo{}, err
+	}
 	e, err := s.svc.reg.create(ctx, s.id, r.Language, r.Name, env, nil, false)
 	if err != nil {
 		return ContextInfo{}, err
@@ -171,6 +178,13 @@ func (s *Session) StopContext(ctx context.Context, id string) (err error) {
 	defer func() { o.end("", err) }()
 	if id == "" {
 		return errorf(errdefs.ErrInvalidArgument, "missing argument \"context_id\"")
+	}
+	if _, err := s.svc.reg.get(s.id, id); err != nil {
+		return err
+	}
+	if _, err := s.authorize(ctx, policy.Call{Tool: "stop_context", Args: map[string]any{"context_id": id}},
+		Summary{Tool: "stop_context", Action: "stop context " + id + " and delete its state and files"}); err != nil {
+		return err
 	}
 	return s.svc.reg.stopContext(s.id, id)
 }
@@ -197,8 +211,9 @@ func (s *Session) RunCode(ctx context.Context, r RunRequest) (res RunResult, err
 		return RunResult{}, err
 	}
 	var (
-		e      *entry
-		notice string
+		e       *entry
+		notice  string
+		notices []string
 	)
 	if r.ContextID != "" {
 		e, err = s.svc.reg.get(s.id, r.ContextID)
@@ -211,10 +226,18 @@ func (s *Session) RunCode(ctx context.Context, r RunRequest) (res RunResult, err
 			}
 			return RunResult{}, errorf(errdefs.ErrInvalidArgument, "context %s runs %s, not %s: omit language or use a %s context", r.ContextID, e.c.Language(), r.Language, r.Language)
 		}
+		if notices, err = s.authorizeRun(ctx, r, e.c.Language(), e.env, "context "+r.ContextID); err != nil {
+			return RunResult{}, err
+		}
 	} else {
 		lang := r.Language
 		if lang == "" {
 			lang = Python
+		}
+		// Decided before the default context starts: a call that is
+		// denied or waits for a person holds no sandbox.
+		if notices, err = s.authorizeRun(ctx, r, lang, s.svc.opts.Default, "the default "+string(lang)+" context"); err != nil {
+			return RunResult{}, err
 		}
 		e, notice, err = s.svc.reg.defaultContext(ctx, s.id, lang, s.svc.opts.Default, s.workspace)
 		if err != nil {
@@ -224,10 +247,47 @@ func (s *Session) RunCode(ctx context.Context, r RunRequest) (res RunResult, err
 	o.ev.Context, o.ev.Language, o.ev.Environment = e.c.ID(), string(e.c.Language()), e.env.Name
 	res, err = s.svc.exec(ctx, e.c, e.env, r)
 	res.ContextID = e.c.ID()
+	res.Notices = append(res.Notices, notices...)
 	if notice != "" {
 		res.Notices = append([]string{notice}, res.Notices...)
 	}
 	return res, err
+}
+
+// authorizeRun decides a run of code in lang under env, where says in
+// which context (for the person asked).
+func (s *Session) authorizeRun(ctx context.Context, r RunRequest, lang Language, env Environment, where string) ([]string, error) {
+	timeout, _, err := s.svc.callTimeout(env, r.Timeout)
+	if err != nil {
+		return nil, err
+	}
+	call := policy.Call{
+		Tool:        r.Tool,
+		Args:        map[string]any{"code": r.Code, "language": string(lang), "context_id": r.ContextID, "timeout": r.Timeout.Seconds()},
+		Environment: env.Name,
+		Language:    string(lang),
+	}
+	what := string(lang) + " code"
+	if r.Tool == "run_shell" {
+		call.Command, what = r.Code, "a shell command"
+	} else {
+		call.Code = r.Code
+	}
+	return s.authorize(ctx, call, Summary{
+		Tool:        r.Tool,
+		Action:      fmt.Sprintf("run %s in %s", what, where),
+		Detail:      detail(r.Code),
+		Environment: envName(env),
+		Limits:      limitsText(env, timeout),
+	})
+}
+
+// envName names an environment for people.
+func envName(env Environment) string {
+	if env.Name == "" {
+		return "the agent's default (" + env.Runtime + ", image " + env.Image + ")"
+	}
+	return env.Name + " (" + env.Runtime + ", image " + env.Image + ")"
 }
 
 // RunOnce runs code in a fresh sandbox of the agent's environment, removed
@@ -249,6 +309,10 @@ func (s *Session) RunOnce(ctx context.Context, r RunRequest) (res RunResult, err
 		return RunResult{}, err
 	}
 	svc := s.svc
+	notices, err := s.authorizeRun(ctx, r, r.Language, svc.opts.Default, "a fresh one-shot sandbox")
+	if err != nil {
+		return RunResult{}, err
+	}
 	svc.mu.Lock()
 	if svc.closed {
 		svc.mu.Unlock()
@@ -280,7 +344,9 @@ func (s *Session) RunOnce(ctx context.Context, r RunRequest) (res RunResult, err
 			svc.log.Warn("closing one-shot sandbox", "error", cerr)
 		}
 	}()
-	return svc.exec(ctx, c, env, r)
+	res, err = svc.exec(ctx, c, env, r)
+	res.Notices = append(res.Notices, notices...)
+	return res, err
 }
 
 // checkCode validates the code of a run request.

@@ -167,6 +167,27 @@ func configValidate(g *globals, args []string) int {
 	if err != nil {
 		return configReport(g, err)
 	}
+	// What the configuration asks for that vial does not apply: the
+	// system defaults, then each agent.
+	seen := map[string]bool{}
+	for _, agent := range append([]string{""}, rep.Agents...) {
+		res, err := config.Load(configOptions(f.dir, agent, f.sets))
+		if err != nil {
+			continue // reported above
+		}
+		for _, w := range unenforced(res) {
+			if seen[w] {
+				continue // as for the system defaults
+			}
+			if agent != "" {
+				w = "agent " + agent + ": " + w
+			}
+			if !seen[w] {
+				seen[w] = true
+				fmt.Fprintf(g.Stderr, "NOT ENFORCED: %s\n", w)
+			}
+		}
+	}
 	fmt.Fprintf(g.Stdout, "configuration is valid: %d files, %d templates, %d agents\n", len(rep.Files), len(rep.Templates), len(rep.Agents))
 	return 0
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/vial-run/vial/mcp"
+	"github.com/vial-run/vial/policy"
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
 	"github.com/vial-run/vial/service"
@@ -50,6 +51,13 @@ type serveConfig struct {
 	// MCP holds the protocol front end's options; its Service is set by
 	// cmdServe.
 	MCP mcp.Options
+	// Policy is what the configuration allows, refuses and asks a person
+	// about; nil without a configuration (every offered tool runs).
+	Policy *policy.Rules
+	// ApprovalTimeout bounds how long a person may take to approve.
+	ApprovalTimeout time.Duration
+	// Agent is the agent whose configuration applies.
+	Agent string
 }
 
 // serveTeardownTimeout bounds the teardown of every sandbox at exit.
@@ -217,14 +225,17 @@ func openService(ctx context.Context, g *globals, cfg serveConfig) (*service.Ser
 		provider = p
 	}
 	svc, err := service.New(service.Options{
-		Provider:     provider,
-		Default:      cfg.Env,
-		Environments: cfg.Environments,
-		Limits:       cfg.Limits,
-		MaxSandboxes: cfg.MaxContexts,
-		IdleTimeout:  neverIfZero(cfg.IdleTimeout),
-		MaxLifetime:  neverIfZero(cfg.MaxLifetime),
-		Log:          g.Log,
+		Provider:        provider,
+		Default:         cfg.Env,
+		Environments:    cfg.Environments,
+		Limits:          cfg.Limits,
+		Policy:          cfg.Policy,
+		ApprovalTimeout: cfg.ApprovalTimeout,
+		Agent:           cfg.Agent,
+		MaxSandboxes:    cfg.MaxContexts,
+		IdleTimeout:     neverIfZero(cfg.IdleTimeout),
+		MaxLifetime:     neverIfZero(cfg.MaxLifetime),
+		Log:             g.Log,
 	})
 	if err != nil {
 		provider.Close()

@@ -43,6 +43,9 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 	for _, w := range res.Warnings {
 		g.Log.Warn(w)
 	}
+	for _, w := range unenforced(res) {
+		g.Log.Warn("configuration not enforced: " + w)
+	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
 	if res.Mode == config.ModeLocal {
@@ -86,6 +89,25 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 		return err
 	}
 	cfg.Environments = envs
+	// The policy covers what is offered: the configuration's tools, or
+	// the operator's --tools.
+	offered := cfg.MCP.Tools
+	if offered == nil {
+		offered = mcp.ToolNames()
+	}
+	cfg.Policy = policyFromConfig(res, offered)
+	if err := cfg.Policy.Validate(); err != nil {
+		return fmt.Errorf("the configuration's policy: %w", err)
+	}
+	cfg.ApprovalTimeout = res.HITL.Timeout
+	cfg.Agent = agent
+	if kv := blockedImportsEnv(cfg.Policy); kv != "" {
+		cfg.Env.Env = append(cfg.Env.Env, kv)
+		for name, e := range cfg.Environments {
+			e.Env = append(e.Env, kv)
+			cfg.Environments[name] = e
+		}
+	}
 	g.Log.Info("configuration applied", "agent", agent, "runtime", cfg.Env.Runtime, "image", cfg.Env.Image, "tools", cfg.MCP.Tools,
 		"environments", slices.Sorted(maps.Keys(envs)), "local", cfg.Local)
 	return nil
