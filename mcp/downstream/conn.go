@@ -185,8 +185,10 @@ func (s *server) dialOnce(ctx context.Context) (_ *conn, _ *Error, retry bool) {
 		tr, err := mcptransport.NewStreamableHTTP(s.cfg.URL,
 			mcptransport.WithHTTPBasicClient(newHTTPClient(maxMsg)),
 			mcptransport.WithHTTPHeaders(s.authHeaders()),
-			// The standalone GET stream is where a server sends
+			// The standalone GET stream is where a server of protocol
+			// 2025-11-25, the one vial speaks, sends
 			// notifications/tools/list_changed outside any request.
+			//lint:ignore SA1019 deprecated for 2026-07-28 only.
 			mcptransport.WithContinuousListening(),
 			mcptransport.WithHTTPLogger(s.libLog))
 		if err != nil {
@@ -272,7 +274,7 @@ func (s *server) transportError(ctx context.Context, c *conn, op, method string,
 	case errors.Is(err, errRedirect):
 		return s.errorf(op, errRedirect.Error(), errdefs.ErrUnavailable), false
 	case errors.Is(err, errTooLarge):
-		return s.errorf(op, errTooLarge.Error(), errdefs.ErrResourceExhausted, errdefs.ErrUnavailable), false
+		return s.errorf(op, "it sent a message over "+sizeString(4*s.m.budget), errdefs.ErrResourceExhausted, errdefs.ErrUnavailable), false
 	case errors.Is(err, errNotReading):
 		return s.errorf(op, errNotReading.Error(), errdefs.ErrResourceExhausted, errdefs.ErrUnavailable), false
 	}

@@ -60,6 +60,7 @@ const sumOutputSchema = `{"type":"object","properties":{"sum":{"type":"number"}}
 //	hang     reads its input and never answers
 //	garbage  writes lines that are not JSON-RPC and never answers
 //	chatty   like good, with a log line on stdout before every answer
+//	many     1500 tools in pages of 200, the first with a 100 KiB description
 func runHelper(mode string) int {
 	switch mode {
 	case "exit":
@@ -75,6 +76,24 @@ func runHelper(mode string) int {
 			fmt.Printf("starting up, step %d\n", i)
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+	if mode == "many" {
+		// More tools than vial takes, one with a description of 100 KiB.
+		s := mcpserver.NewMCPServer("many", "1", mcpserver.WithToolCapabilities(true), mcpserver.WithPaginationLimit(200))
+		for i := range 1500 {
+			desc := "Tool number " + fmt.Sprint(i)
+			if i == 0 {
+				desc = strings.Repeat("long ", 20<<10)
+			}
+			s.AddTool(mcpgo.NewTool(fmt.Sprintf("t%04d", i), mcpgo.WithDescription(desc)),
+				func(context.Context, mcpgo.CallToolRequest) (*mcpgo.CallToolResult, error) {
+					return mcpgo.NewToolResultText("ok"), nil
+				})
+		}
+		if err := mcpserver.ServeStdio(s); err != nil {
+			return 1
+		}
+		return 0
 	}
 	var lists atomic.Int64
 	hooks := &mcpserver.Hooks{}
@@ -97,7 +116,9 @@ func runHelper(mode string) int {
 		})
 	for _, n := range []string{"files.read", "files_read"} {
 		s.AddTool(mcpgo.NewTool(n, mcpgo.WithDescription("Says its own name.")),
-			func(context.Context, mcpgo.CallToolRequest) (*mcpgo.CallToolResult, error) { return text("I am " + n), nil })
+			func(context.Context, mcpgo.CallToolRequest) (*mcpgo.CallToolResult, error) {
+				return text("I am " + n), nil
+			})
 	}
 	s.AddTool(mcpgo.NewTool("crash", mcpgo.WithDescription("Exits with status 7.")),
 		func(context.Context, mcpgo.CallToolRequest) (*mcpgo.CallToolResult, error) {
@@ -131,7 +152,9 @@ func runHelper(mode string) int {
 		func(_ context.Context, r mcpgo.CallToolRequest) (*mcpgo.CallToolResult, error) {
 			name := r.GetString("name", "added")
 			s.AddTool(mcpgo.NewTool(name, mcpgo.WithDescription("Added later.")),
-				func(context.Context, mcpgo.CallToolRequest) (*mcpgo.CallToolResult, error) { return text("I was added"), nil })
+				func(context.Context, mcpgo.CallToolRequest) (*mcpgo.CallToolResult, error) {
+					return text("I was added"), nil
+				})
 			return text("added " + name), nil
 		})
 	out := io.Writer(os.Stdout)

@@ -57,14 +57,17 @@ type limitBody struct {
 	mu     sync.Mutex
 	n      int64
 	lastNL bool
+	failed bool
 }
 
 func (b *limitBody) Read(p []byte) (int, error) {
 	n, err := b.rc.Read(p)
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	over := b.failed
 	if !b.events {
 		b.n += int64(n)
+		over = b.n > b.max
 	} else {
 		for _, c := range p[:n] {
 			switch c {
@@ -77,10 +80,12 @@ func (b *limitBody) Read(p []byte) (int, error) {
 			default:
 				b.lastNL = false
 				b.n++
+				over = over || b.n > b.max
 			}
 		}
 	}
-	if b.n > b.max {
+	if over {
+		b.failed = true // every later read fails too
 		return 0, errTooLarge
 	}
 	return n, err

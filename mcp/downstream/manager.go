@@ -183,7 +183,7 @@ func (m *Manager) Start(ctx context.Context) error {
 	var mu sync.Mutex
 	var errs []error
 	m.each(false, func(s *server) {
-		if err := s.refresh(ctx); err != nil {
+		if err := s.refresh(ctx, 0); err != nil {
 			mu.Lock()
 			errs = append(errs, err)
 			mu.Unlock()

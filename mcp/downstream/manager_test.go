@@ -604,3 +604,22 @@ func TestNewManagerRefusesBadServers(t *testing.T) {
 		t.Errorf("class: %v", err)
 	}
 }
+
+// A server with more tools than vial takes gets the first 1000 offered,
+// descriptions bounded, and the rest named as skipped.
+func TestToolListBounds(t *testing.T) {
+	m, _ := newManager(t, downstream.Options{Servers: []downstream.Server{helperServer("many", "many")}})
+	tools := m.Tools(t.Context())
+	if len(tools) != 1000 {
+		t.Errorf("%d tools offered, want 1000", len(tools))
+	}
+	for _, tl := range tools {
+		if len(tl.Def.Description) > 9<<10 {
+			t.Errorf("%s: description of %d bytes", tl.Def.Name, len(tl.Def.Description))
+		}
+	}
+	st := statusOf(m, "many")
+	if len(st.Skipped) == 0 || !strings.Contains(strings.Join(st.Skipped, ";"), "more than") {
+		t.Errorf("skipped: %q", st.Skipped)
+	}
+}

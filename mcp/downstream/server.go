@@ -57,13 +57,15 @@ type server struct {
 	listed   bool      // tools holds a listing
 	listedAt time.Time // zero: stale
 	listing  *flight
-	watching bool // a goroutine refreshes after list_changed
+	listGen  uint64 // listings started
+	watching bool   // a goroutine refreshes after list_changed
 	dirty    bool
 }
 
 // flight is one connect or listing that concurrent users wait for.
 type flight struct {
 	done chan struct{}
+	gen  uint64 // listings: the how-manieth
 	conn *conn
 	err  *Error
 }
@@ -316,8 +318,10 @@ func (s *server) listChanged(c *conn) {
 				return
 			}
 			s.dirty = false
+			// A listing that began before the change may miss it.
+			after := s.listGen + 1
 			s.mu.Unlock()
-			s.refresh(s.m.life)
+			s.refresh(s.m.life, after)
 			select {
 			case <-time.After(time.Second):
 			case <-s.m.life.Done():
@@ -343,7 +347,7 @@ func (s *server) toolList(ctx context.Context) []remoteTool {
 	fresh := s.fresh()
 	s.mu.Unlock()
 	if !fresh {
-		s.refresh(ctx)
+		s.refresh(ctx, 0)
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -355,29 +359,37 @@ func (s *server) toolList(ctx context.Context) []remoteTool {
 }
 
 // refresh connects if needed and lists the server's tools. Concurrent
-// refreshes share one, which runs under the Manager's lifetime; ctx only
-// bounds the wait.
-func (s *server) refresh(ctx context.Context) *Error {
-	s.mu.Lock()
-	f := s.listing
-	if f == nil {
-		f = &flight{done: make(chan struct{})}
-		s.listing = f
-		go func() {
-			err := s.doRefresh()
-			s.mu.Lock()
-			s.listing = nil
-			f.err = err
-			close(f.done)
-			s.mu.Unlock()
-		}()
-	}
-	s.mu.Unlock()
-	select {
-	case <-f.done:
-		return f.err
-	case <-ctx.Done():
-		return s.errorf("listing tools", "gave up waiting: "+ctx.Err().Error(), errdefs.ErrUnavailable, ctx.Err())
+// refreshes share one listing, which runs under the Manager's lifetime
+// (ctx only bounds the wait), provided it is at least the minGen-th: a
+// listing already under way when the server announced a change is waited
+// out, and then another one is made.
+func (s *server) refresh(ctx context.Context, minGen uint64) *Error {
+	for {
+		s.mu.Lock()
+		f := s.listing
+		if f == nil {
+			s.listGen++
+			f = &flight{done: make(chan struct{}), gen: s.listGen}
+			s.listing = f
+			go func() {
+				err := s.doRefresh()
+				s.mu.Lock()
+				s.listing = nil
+				f.err = err
+				close(f.done)
+				s.mu.Unlock()
+			}()
+		}
+		s.mu.Unlock()
+		select {
+		case <-f.done:
+			if f.gen < minGen {
+				continue
+			}
+			return f.err
+		case <-ctx.Done():
+			return s.errorf("listing tools", "gave up waiting: "+ctx.Err().Error(), errdefs.ErrUnavailable, ctx.Err())
+		}
 	}
 }
 
