@@ -61,6 +61,8 @@ const sumOutputSchema = `{"type":"object","properties":{"sum":{"type":"number"}}
 //	garbage  writes lines that are not JSON-RPC and never answers
 //	chatty   like good, with a log line on stdout before every answer
 //	many     1500 tools in pages of 200, the first with a 100 KiB description
+//	raw      hand-written JSON-RPC: initialize and tools/list are right, the
+//	         answer to tools/call is not a CallToolResult
 func runHelper(mode string) int {
 	switch mode {
 	case "exit":
@@ -76,6 +78,9 @@ func runHelper(mode string) int {
 			fmt.Printf("starting up, step %d\n", i)
 			time.Sleep(50 * time.Millisecond)
 		}
+	}
+	if mode == "raw" {
+		return rawHelper()
 	}
 	if mode == "many" {
 		// More tools than vial takes, one with a description of 100 KiB.
@@ -178,4 +183,33 @@ func (c *chattyWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.w.Flush()
 	return n, err
+}
+
+// rawHelper answers with hand-written JSON-RPC, to send what no SDK would.
+func rawHelper() int {
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<20)
+	for in.Scan() {
+		var req struct {
+			ID     json.RawMessage `json:"id"`
+			Method string          `json:"method"`
+		}
+		if json.Unmarshal(in.Bytes(), &req) != nil || req.ID == nil {
+			continue
+		}
+		var result string
+		switch req.Method {
+		case "initialize":
+			result = `{"protocolVersion":"2025-11-25","capabilities":{"tools":{}},"serverInfo":{"name":"raw","version":"0"}}`
+		case "tools/list":
+			result = `{"tools":[{"name":"bad","inputSchema":{"type":"object"}},{"name":"schemaless"},{"name":"weird","inputSchema":[1]}]}`
+		case "tools/call":
+			result = `{"content":"this should be an array"}`
+		default:
+			fmt.Printf(`{"jsonrpc":"2.0","id":%s,"error":{"code":-32601,"message":"no"}}`+"\n", req.ID)
+			continue
+		}
+		fmt.Printf(`{"jsonrpc":"2.0","id":%s,"result":%s}`+"\n", req.ID, result)
+	}
+	return 0
 }

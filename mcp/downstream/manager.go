@@ -82,6 +82,9 @@ func NewManager(opts Options) (*Manager, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if opts.ClientVersion == "" {
+		opts.ClientVersion = "dev"
+	}
 	budget := opts.ResponseBudget
 	if budget == 0 {
 		budget = DefaultResponseBudget

@@ -623,3 +623,25 @@ func TestToolListBounds(t *testing.T) {
 		t.Errorf("skipped: %q", st.Skipped)
 	}
 }
+
+// An answer to tools/call that is not a CallToolResult is an error naming
+// the server; tool definitions that are not usable are skipped.
+func TestMalformedAnswers(t *testing.T) {
+	m, _ := newManager(t, downstream.Options{Servers: []downstream.Server{helperServer("raw", "raw")}})
+	tools := m.Tools(t.Context())
+	if names := toolNames(tools); !slices.Equal(names, []string{"raw__bad", "raw__schemaless"}) {
+		t.Errorf("tools: %v", names)
+	}
+	for _, tl := range tools {
+		if tl.Def.Name == "raw__schemaless" && string(tl.Def.RawInputSchema) != `{"type":"object"}` {
+			t.Errorf("a tool without inputSchema gets %s", tl.Def.RawInputSchema)
+		}
+	}
+	if st := statusOf(m, "raw"); len(st.Skipped) != 1 || !strings.Contains(st.Skipped[0], "inputSchema is not a JSON object") {
+		t.Errorf("skipped: %q", st.Skipped)
+	}
+	_, err := m.Call(t.Context(), "raw__bad", nil)
+	if !errors.Is(err, errdefs.ErrUnavailable) || !strings.Contains(err.Error(), `mcp server "raw"`) || !strings.Contains(err.Error(), "not a CallToolResult") {
+		t.Errorf("call: %v", err)
+	}
+}

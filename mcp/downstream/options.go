@@ -123,7 +123,8 @@ type Options struct {
 	// notice. Any single message from a server is bounded at four times
 	// it. Zero means DefaultResponseBudget.
 	ResponseBudget int
-	// ClientVersion is the version vial gives in its clientInfo.
+	// ClientVersion is the version vial gives in its clientInfo ("dev"
+	// if empty).
 	ClientVersion string
 }
 

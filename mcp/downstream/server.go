@@ -201,11 +201,13 @@ func (s *server) dial(d *flight) {
 	s.dialing = nil
 	if err != nil {
 		s.failures++
-		s.retryAt = time.Now().Add(backoff(s.failures))
+		wait := backoff(s.failures)
+		s.retryAt = time.Now().Add(wait)
 		s.fail(err)
 		s.setState(StateFailed)
+		failures := s.failures
 		s.mu.Unlock()
-		s.log.Warn("cannot connect", "error", err.Detail(), "failures", s.failures, "retry_in", time.Until(s.retryAt).Round(100*time.Millisecond))
+		s.log.Warn("cannot connect", "error", err.Detail(), "failures", failures, "retry_in", wait.Round(100*time.Millisecond))
 	} else {
 		s.cur = c
 		s.connects++
@@ -234,10 +236,12 @@ func (s *server) connLost(c *conn) {
 	}
 	s.mu.Lock()
 	current := s.cur == c
+	failures := s.failures
 	if current {
 		s.cur = nil
 		if !s.m.isClosed() {
 			s.failures++
+			failures = s.failures
 			s.retryAt = time.Now().Add(backoff(s.failures))
 			s.fail(s.errorf("serving", "the server went away: "+why, cls...))
 			s.setState(StateFailed)
@@ -245,7 +249,7 @@ func (s *server) connLost(c *conn) {
 	}
 	s.mu.Unlock()
 	if current && !s.m.isClosed() {
-		s.log.Warn("server went away; it is restarted on next use", "reason", why, "failures", s.failures)
+		s.log.Warn("server went away; it is restarted on next use", "reason", why, "failures", failures)
 	}
 	go c.close()
 }
