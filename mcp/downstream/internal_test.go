@@ -302,3 +302,16 @@ func TestRedactingLogHandler(t *testing.T) {
 		t.Errorf("log: %s", out)
 	}
 }
+
+func TestURLSecretsAreRedacted(t *testing.T) {
+	red := newRedactor(urlSecrets("https://user:pw-123@example.com/mcp?key=k-456&x=1", "tok-789")...)
+	msg := red.replace(`Post "https://user:pw-123@example.com/mcp?key=k-456&x=1": EOF; Bearer tok-789`)
+	for _, s := range []string{"pw-123", "k-456", "tok-789"} {
+		if strings.Contains(msg, s) {
+			t.Errorf("%q shows %q", msg, s)
+		}
+	}
+	if got := safeURL("https://user:pw-123@example.com/mcp?key=k-456"); got != "https://example.com/mcp" {
+		t.Errorf("safeURL: %s", got)
+	}
+}

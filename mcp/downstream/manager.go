@@ -107,7 +107,7 @@ func NewManager(opts Options) (*Manager, error) {
 		cfg.Settings = cfg.Settings.withDefaults()
 		cfg.Command = slices.Clone(cfg.Command)
 		cfg.Env = slices.Clone(cfg.Env)
-		red := newRedactor(cfg.BearerToken)
+		red := newRedactor(urlSecrets(cfg.URL, cfg.BearerToken)...)
 		s := &server{
 			m: m, cfg: cfg, red: red,
 			log:    slog.New(&redactHandler{next: log.Handler(), red: red, max: slog.LevelError + 4}).With("server", cfg.Name),

@@ -86,7 +86,8 @@ type Server struct {
 	// a host process. Without a Starter such a server fails to connect: it
 	// never falls back to the host.
 	Sandboxed bool
-	// URL is the http or sse server's endpoint.
+	// URL is the http or sse server's endpoint. A password or query in it
+	// is treated as a secret, like BearerToken.
 	URL string
 	// BearerToken, if set, is sent as "Authorization: Bearer <token>" to
 	// the http or sse server. It is a secret: it is never written to a log,
@@ -233,4 +234,21 @@ func safeURL(u string) string {
 		return "(unparsable URL)"
 	}
 	return (&url.URL{Scheme: p.Scheme, Host: p.Host, Path: p.Path}).String()
+}
+
+// urlSecrets are the strings of a server's configuration that must not be
+// shown: the bearer token, and a password or query in the URL (where some
+// services put their key). Error messages of Go's HTTP client quote the
+// whole URL.
+func urlSecrets(u, token string) []string {
+	out := []string{token}
+	if p, err := url.Parse(u); err == nil {
+		if pw, ok := p.User.Password(); ok {
+			out = append(out, pw)
+		}
+		if p.RawQuery != "" {
+			out = append(out, p.RawQuery)
+		}
+	}
+	return out
 }
