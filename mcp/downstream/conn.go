@@ -22,11 +22,12 @@ import (
 // ProtocolVersion is the MCP revision vial speaks to downstream servers.
 //
 // mcp-go's client first probes with server/discover (2026-07-28) and falls
-// back to initialize only after an error answer or a five-second wait; a
-// server that ignores unknown methods costs every connect those five
-// seconds, and the official npm servers (TypeScript SDK 1.x) speak
-// 2025-11-25 anyway. So vial pins 2025-11-25 and sends initialize at once;
-// a server that speaks only 2026-07-28 refuses it and gets a clear error.
+// back to initialize only after an error answer or a five-second wait. The
+// official npm servers (TypeScript SDK 1.x) answer the probe with -32601
+// and settle on 2025-11-25 anyway; over HTTP the probe is a wasted request,
+// and a server that ignores unknown methods would cost every connect five
+// seconds. So vial pins 2025-11-25 and sends initialize at once; a server
+// that speaks only 2026-07-28 refuses it and gets a clear error.
 const ProtocolVersion = mcpgo.LATEST_LEGACY_PROTOCOL_VERSION
 
 // conn is one live connection to a server: a process or sandbox and its
