@@ -184,8 +184,7 @@ func (s *server) dialOnce(ctx context.Context) (_ *conn, _ *Error, retry bool) {
 		}()
 	case TransportHTTP:
 		tr, err := mcptransport.NewStreamableHTTP(s.cfg.URL,
-			mcptransport.WithHTTPBasicClient(newHTTPClient(maxMsg)),
-			mcptransport.WithHTTPHeaders(s.authHeaders()),
+			mcptransport.WithHTTPBasicClient(newHTTPClient(maxMsg, s.authHeader())),
 			// The standalone GET stream is where a server of protocol
 			// 2025-11-25, the one vial speaks, sends
 			// notifications/tools/list_changed outside any request.
@@ -202,8 +201,7 @@ func (s *server) dialOnce(ctx context.Context) (_ *conn, _ *Error, retry bool) {
 			endpointWait = time.Until(dl)
 		}
 		tr, err := mcptransport.NewSSE(s.cfg.URL,
-			mcptransport.WithHTTPClient(newHTTPClient(maxMsg)),
-			mcptransport.WithHeaders(s.authHeaders()),
+			mcptransport.WithHTTPClient(newHTTPClient(maxMsg, s.authHeader())),
 			mcptransport.WithEndpointTimeout(endpointWait),
 			mcptransport.WithSSELogger(s.libLog))
 		if err != nil {
@@ -241,12 +239,11 @@ func (s *server) dialOnce(ctx context.Context) (_ *conn, _ *Error, retry bool) {
 	return c, nil, false
 }
 
-func (s *server) authHeaders() map[string]string {
-	h := map[string]string{}
-	if s.cfg.BearerToken != "" {
-		h["Authorization"] = "Bearer " + s.cfg.BearerToken
+func (s *server) authHeader() string {
+	if s.cfg.BearerToken == "" {
+		return ""
 	}
-	return h
+	return "Bearer " + s.cfg.BearerToken
 }
 
 // transportError turns what mcp-go returned for a request (method, or ""

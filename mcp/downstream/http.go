@@ -14,15 +14,18 @@ import (
 // operator wrote, and its bearer token goes nowhere else.
 var errRedirect = errors.New("the server answered with a redirect, which vial does not follow")
 
-// newHTTPClient returns the client for one http or sse server: bodies are
-// bounded (a whole response at max bytes, an event stream at max bytes per
-// event), redirects are refused, and there is no overall timeout, since a
-// server's event stream stays open; each request is bounded by its context.
-func newHTTPClient(max int) *http.Client {
+// newHTTPClient returns the client for one http or sse server: every
+// request carries the Authorization header auth (if not empty; set here
+// rather than through mcp-go, which leaves it off the DELETE that ends a
+// session), bodies are bounded (a whole response at max bytes, an event
+// stream at max bytes per event), redirects are refused, and there is no
+// overall timeout, since a server's event stream stays open; each request
+// is bounded by its context.
+func newHTTPClient(max int, auth string) *http.Client {
 	base := http.DefaultTransport.(*http.Transport).Clone()
 	base.MaxResponseHeaderBytes = 64 << 10
 	return &http.Client{
-		Transport: &limitTransport{base: base, max: int64(max)},
+		Transport: &limitTransport{base: base, max: int64(max), auth: auth},
 		CheckRedirect: func(*http.Request, []*http.Request) error {
 			return errRedirect
 		},
@@ -32,9 +35,14 @@ func newHTTPClient(max int) *http.Client {
 type limitTransport struct {
 	base http.RoundTripper
 	max  int64
+	auth string
 }
 
 func (t *limitTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if t.auth != "" {
+		req = req.Clone(req.Context())
+		req.Header.Set("Authorization", t.auth)
+	}
 	resp, err := t.base.RoundTrip(req)
 	if err != nil {
 		return nil, err

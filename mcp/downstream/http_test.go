@@ -122,7 +122,7 @@ func TestBearerTokenIsSentAndNeverShown(t *testing.T) {
 	if !strings.Contains(textOf(res), "you sent: Bearer [redacted]") {
 		t.Errorf("whoami: %q", textOf(res))
 	}
-	if a.authOK.Load() == 0 || a.calls.Load() != 1 {
+	if a.authBad.Load() != 0 || a.calls.Load() != 1 {
 		t.Errorf("the server did not get the token: %d good, %d bad requests", a.authOK.Load(), a.authBad.Load())
 	}
 	_, err = m.Call(t.Context(), "auth__fail", nil)
@@ -161,6 +161,11 @@ func TestBearerTokenIsSentAndNeverShown(t *testing.T) {
 		t.Errorf("the wrong token is shown: %s\n%s", st.LastError, wlogs)
 	}
 
+	// Every request carried the token, the DELETE that ends the session too.
+	m.Close()
+	if n := a.authBad.Load(); n != 1 { // the wrong-token manager's one try
+		t.Errorf("%d requests without the right token", n)
+	}
 	show("status", m.Status())
 	seen = append(seen, "log: "+logs.String())
 	for _, s := range seen {

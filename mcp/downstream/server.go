@@ -197,8 +197,26 @@ func (s *server) dial(d *flight) {
 		c.close()
 		c, err = nil, s.errorf("connecting", "vial is shutting down", errdefs.ErrUnavailable)
 	}
+	if err == nil && c.isLost() {
+		why, cls := "the connection ended", []error{errdefs.ErrUnavailable}
+		if c.stdio {
+			why, cls = s.endReason(c)
+		}
+		c.close()
+		c, err = nil, s.errorf("connecting", "the server went away right after initialize: "+why, cls...)
+	}
 	s.mu.Lock()
 	s.dialing = nil
+	if err == nil {
+		s.cur = c
+		if c.isLost() {
+			// Lost since the check above: connLost found it was not
+			// the current connection yet and left it to us.
+			s.cur = nil
+			go c.close()
+			c, err = nil, s.errorf("connecting", "the server went away right after initialize", errdefs.ErrUnavailable)
+		}
+	}
 	if err != nil {
 		s.failures++
 		wait := backoff(s.failures)
@@ -209,7 +227,6 @@ func (s *server) dial(d *flight) {
 		s.mu.Unlock()
 		s.log.Warn("cannot connect", "error", err.Detail(), "failures", failures, "retry_in", wait.Round(100*time.Millisecond))
 	} else {
-		s.cur = c
 		s.connects++
 		s.info, s.proto = c.info, c.proto
 		s.setState(StateConnected)
