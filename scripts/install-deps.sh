@@ -15,6 +15,9 @@ need=()
 for pkg in runc crun busybox-static mmdebstrap python3 nodejs zstd iproute2 procps; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
+# npm installs the test clients and servers (Debian packages it apart from
+# nodejs; machines with a newer npm already have it).
+command -v npm >/dev/null || need+=(npm)
 if [ ${#need[@]} -gt 0 ]; then
 	echo "install-deps: apt-get install ${need[*]}"
 	apt-get update -qq

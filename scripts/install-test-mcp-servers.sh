@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Installs the MCP servers that mcp/downstream's tests run against, servers
-# this project did not write: @modelcontextprotocol/server-everything and
-# @modelcontextprotocol/server-filesystem, from npm, at pinned versions that
-# run on Node 20 (both need Node >= 18 and declare no engines; measured on
-# Node 20.20 with npm 11). Idempotent; about 6 s and 15 MB.
+# Installs the npm packages vial's tests use that this project did not
+# write: the MCP servers mcp/downstream's tests run against
+# (@modelcontextprotocol/server-everything and server-filesystem) and the
+# official TypeScript SDK (@modelcontextprotocol/sdk), whose client drives
+# the end-to-end approval tests. Pinned versions that run on Node 20 (all
+# need Node >= 18; measured on Node 20.20 with npm 11). Idempotent; about
+# 6 s and 15 MB.
 #
 #   scripts/install-test-mcp-servers.sh [DIR]
 #
@@ -13,6 +15,7 @@ set -euo pipefail
 
 EVERYTHING_VERSION=2026.8.31
 FILESYSTEM_VERSION=2026.8.31
+SDK_VERSION=1.32.2
 
 dir="${1:-${VIAL_TEST_MCP_SERVERS:-${XDG_CACHE_HOME:-$HOME/.cache}/vial/test-mcp-servers}}"
 for tool in node npm; do
@@ -27,10 +30,11 @@ if [ "$major" -lt 18 ]; then
 	exit 1
 fi
 
-want="@modelcontextprotocol/server-everything@$EVERYTHING_VERSION @modelcontextprotocol/server-filesystem@$FILESYSTEM_VERSION"
+want="@modelcontextprotocol/server-everything@$EVERYTHING_VERSION @modelcontextprotocol/server-filesystem@$FILESYSTEM_VERSION @modelcontextprotocol/sdk@$SDK_VERSION"
 have() { node -p "require('$dir/node_modules/$1/package.json').version" 2>/dev/null || true; }
 if [ "$(have @modelcontextprotocol/server-everything)" = "$EVERYTHING_VERSION" ] &&
-	[ "$(have @modelcontextprotocol/server-filesystem)" = "$FILESYSTEM_VERSION" ]; then
+	[ "$(have @modelcontextprotocol/server-filesystem)" = "$FILESYSTEM_VERSION" ] &&
+	[ "$(have @modelcontextprotocol/sdk)" = "$SDK_VERSION" ]; then
 	echo "install-test-mcp-servers: $want already in $dir"
 	exit 0
 fi
