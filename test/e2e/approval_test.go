@@ -211,3 +211,54 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// TestBlockedListsEnforced: seed 001's blocked lists and file limit refuse
+// with a clear isError naming the rule, on a real sandbox, and the server
+// keeps serving.
+func TestBlockedListsEnforced(t *testing.T) {
+	cfg := writeTree(t, map[string]string{
+		"config/execution.toml": "[sandbox]\nruntime = \"runc\"\n",
+		"agents/b/agent.toml": `[metadata]
+agent_id = "b"
+[tools]
+enabled = ["run_code", "run_shell", "read_file", "write_file", "delete_file", "list_directory"]
+require_confirmation = []
+auto_approve_patterns = ["*"]
+[tools.config.read_file]
+blocked_paths = ["**/.env"]
+max_file_size = "1k"
+[tools.config.run_shell]
+blocked_commands = ["chmod 777"]
+[tools.config.run_code]
+blocked_imports = ["subprocess"]
+`,
+	})
+	s := startAgent(t, newStateDir(t), cfg, "b", "runc")
+	s.mustOK("run_shell", map[string]any{"command": "echo SECRET=1 > .env; head -c 5000 /dev/zero > big.bin; echo ok > small.txt"})
+	for _, tc := range []struct {
+		tool string
+		args map[string]any
+		rule string
+	}{
+		{"read_file", map[string]any{"path": ".env"}, `blocked_paths "**/.env"`},
+		{"write_file", map[string]any{"path": ".env", "content": "x"}, `blocked_paths "**/.env"`},
+		{"delete_file", map[string]any{"path": ".env"}, `blocked_paths "**/.env"`},
+		{"run_shell", map[string]any{"command": "chmod 777 small.txt"}, `blocked_commands "chmod 777"`},
+		{"run_code", map[string]any{"code": "import subprocess"}, `blocked_imports "subprocess"`},
+		{"read_file", map[string]any{"path": "big.bin", "encoding": "base64"}, "max_file_size"},
+	} {
+		r := s.call(tc.tool, tc.args)
+		if !r.isError || !strings.Contains(r.text, tc.rule) || strings.Contains(r.text, "SECRET") {
+			t.Errorf("%s %v: isError=%v %q", tc.tool, tc.args, r.isError, r.text)
+		}
+	}
+	if r := s.mustOK("list_directory", nil); strings.Contains(r.text, ".env") || !strings.Contains(r.text, "small.txt") {
+		t.Errorf("listing: %q", r.text)
+	}
+	if r := s.mustOK("read_file", map[string]any{"path": "small.txt"}); r.text != "ok\n" {
+		t.Errorf("read small.txt: %q", r.text)
+	}
+	if r := s.mustOK("run_shell", map[string]any{"command": "cat .env"}); !strings.Contains(r.text, "SECRET=1") {
+		t.Errorf("the .env file was changed: %q", r.text)
+	}
+}
