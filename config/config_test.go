@@ -170,7 +170,7 @@ func TestCustomMCPServer(t *testing.T) {
 	}
 	want := MCPServer{
 		Name: "my_custom_server", Title: "My Custom Server", URL: "http://my-server:8080",
-		Transport: "http", Enabled: true, APIKeyEnv: "MY_SERVER_API_KEY", APIKey: "k", Config: map[string]any{},
+		Transport: "http", Enabled: true, Binds: []string{}, APIKeyEnv: "MY_SERVER_API_KEY", APIKey: "k", Config: map[string]any{},
 	}
 	if diff := cmp.Diff(want, r.MCPServers["my_custom_server"]); diff != "" {
 		t.Error(diff)

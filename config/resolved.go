@@ -116,6 +116,9 @@ type Tools struct {
 	// Unimplemented are tools enabled by configuration that vial has no
 	// handler for; they are not offered (and each has a warning).
 	Unimplemented []string
+	// Disabled is tools.disabled as merged: names (and, for downstream
+	// MCP servers' tools, SERVER__TOOL names or patterns) switched off.
+	Disabled []string
 	// RequireConfirmation lists tools a human must approve.
 	RequireConfirmation []string
 	// AutoApprovePatterns are path.Match patterns of tool names approved
@@ -138,6 +141,9 @@ type MCPServer struct {
 	Enabled     bool
 	AutoStart   bool
 	Sandboxed   bool // a stdio server started inside a sandbox
+	// Binds are host directories bound read-only into a sandboxed
+	// server's sandbox at the same path.
+	Binds []string
 	APIKeyEnv   string
 	APIKey      string // the value of APIKeyEnv, "" if unset; a secret
 	Config      map[string]any
@@ -407,6 +413,7 @@ func (r *Resolved) decode(t *node, cat *catalogue, v *vars, opts *Options) {
 				Enabled:     boolAt(s, "enabled", true),
 				AutoStart:   boolAt(s, "auto_start", false),
 				Sandboxed:   boolAt(s, "sandboxed", false),
+				Binds:       nonNil(s.get("binds").strings()),
 				APIKeyEnv:   strAt(s, "api_key_env"),
 				Config:      map[string]any{},
 			}
@@ -478,6 +485,7 @@ func (r *Resolved) decodeTools(t *node, cat *catalogue, opts *Options) {
 	r.Tools = Tools{
 		Enabled:             []string{},
 		Unimplemented:       []string{},
+		Disabled:            disabled,
 		RequireConfirmation: canonicalList(tt.get("require_confirmation").strings()),
 		AutoApprovePatterns: nonNil(tt.get("auto_approve_patterns").strings()),
 		Config:              map[string]map[string]any{},

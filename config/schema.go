@@ -386,6 +386,14 @@ func checkTool(c *checker, s string) string {
 	if c.cat.lookup(s) != nil {
 		return ""
 	}
+	// A downstream MCP server's tool, namespaced SERVER__TOOL; the tool
+	// part may be a pattern (git__*). The server's tools are known only
+	// once it is connected, so only the shape is checked here.
+	if server, tool, ok := strings.Cut(s, "__"); ok && nameRE.MatchString(server) && tool != "" {
+		if _, err := path.Match(tool, ""); err == nil {
+			return ""
+		}
+	}
 	return fmt.Sprintf("unknown tool %q%s (valid: %s)", s, suggest(s, c.cat.names()), strings.Join(c.cat.names(), ", "))
 }
 
@@ -489,6 +497,10 @@ var (
 		"auto_start":  boolean(),
 		"sandboxed":   boolean(),
 		"api_key_env": strWith(checkEnvName),
+		// binds: host directories bound read-only, at the same path,
+		// into a sandboxed server's sandbox (its program, when it is not
+		// in the image).
+		"binds": strs(checkAbs),
 		"config":      {t: tFree},
 	})
 

@@ -79,6 +79,9 @@ type Options struct {
 	// OpenWorld says sandboxes may reach the network; it sets openWorldHint
 	// on the code-running tools.
 	OpenWorld bool
+	// Downstream are the downstream MCP servers whose tools vial offers as
+	// SERVER__TOOL; nil for none.
+	Downstream *DownstreamOptions
 	// HTTPRoutes are other handlers served on the HTTP listener beside
 	// /mcp (by ServeMux pattern): the REST API, metrics, the page. Each
 	// does its own authentication; the MCP token does not cover them.
@@ -105,6 +108,7 @@ type Server struct {
 	toolNames []string
 	sessions  *sessions
 	routes    map[string]http.Handler
+	down      *downstreams
 }
 
 // ToolNames lists every tool this package implements, sorted.
@@ -185,10 +189,20 @@ func NewServer(opts Options) (*Server, error) {
 		routes:    opts.HTTPRoutes,
 	}
 	s.sessions = newSessions(s)
+	s.down = newDownstreams(s, opts.Downstream)
 	hooks := &mcpserver.Hooks{}
 	hooks.AddOnUnregisterSession(func(ctx context.Context, cs mcpserver.ClientSession) { s.sessions.end(cs.SessionID()) })
+	if s.down != nil {
+		// Downstream tools are listed when the client lists tools (the
+		// first use of a server without auto_start).
+		hooks.AddBeforeListTools(func(ctx context.Context, _ any, _ *mcpgo.ListToolsRequest) {
+			if sess, err := s.sessions.of(ctx); err == nil {
+				s.down.sync(ctx, sess)
+			}
+		})
+	}
 	s.mcp = mcpserver.NewMCPServer("vial", version,
-		mcpserver.WithToolCapabilities(false),
+		mcpserver.WithToolCapabilities(s.down != nil), // list_changed passes downstream changes on
 		mcpserver.WithInstructions(instructions),
 		mcpserver.WithTitle("vial sandbox"),
 		mcpserver.WithRecovery(),
@@ -208,6 +222,10 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	return s, nil
 }
+
+// Close ends every session's downstream connections (their sandboxes and
+// processes). Call it when serving has ended, before closing the service.
+func (s *Server) Close() { s.down.closeAll() }
 
 // Tools lists the tools this server offers, sorted.
 func (s *Server) Tools() []string { return slices.Clone(s.toolNames) }

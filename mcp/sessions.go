@@ -100,6 +100,7 @@ func (ss *sessions) end(id string) {
 	delete(ss.issued, id)
 	ss.mu.Unlock()
 	if sess != nil {
+		ss.srv.down.end(sess.ID())
 		if err := sess.Close(); err != nil {
 			ss.srv.log.Warn("closing a session", "session", sess.ID(), "error", err)
 		}

@@ -78,6 +78,13 @@ func (s *Server) ServeStdio(ctx context.Context, in io.Reader, out io.Writer) er
 		pw.CloseWithError(err) // nil: EOF for the server
 	}()
 
+	if s.down != nil {
+		// The stdio client's session exists from the start, so that
+		// downstream servers with auto_start connect at start-up.
+		if sess, err := s.sessions.of(ctx); err == nil {
+			s.down.manager(sess)
+		}
+	}
 	errLog := log.New(slogWriter{s.log}, "", 0)
 	stdio := mcpserver.NewStdioServer(s.mcp)
 	mcpserver.WithErrorLogger(errLog)(stdio)

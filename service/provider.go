@@ -47,3 +47,21 @@ type Workspace interface {
 	// Close removes it and everything in it.
 	Close() error
 }
+
+// ProgramRequest describes a program to run in a sandbox of its own that
+// is not a context: a downstream MCP server the operator configured.
+type ProgramRequest struct {
+	Argv []string
+	Env  []string // KEY=VALUE, on top of the environment's
+	// Binds are host directories bound read-only at the same path (the
+	// server's program, when it is not in the image).
+	Binds       []string
+	Environment Environment // where it runs: image, runtime, limits
+	Workspace   Workspace   // bound at /workspace; nil: a private one
+}
+
+// ProgramStarter is implemented by providers that can run a program other
+// than a context driver in a sandbox. Its stdio is the program's.
+type ProgramStarter interface {
+	StartProgram(ctx context.Context, r ProgramRequest) (Sandbox, error)
+}

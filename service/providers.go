@@ -124,6 +124,42 @@ func (p *EngineProvider) Start(ctx context.Context, r StartRequest) (Sandbox, er
 	return engineSandbox{sb}, nil
 }
 
+// StartProgram implements ProgramStarter: the program runs as the init of
+// a hardened sandbox of r.Environment (its image, runtime and limits), with no
+// network, its binds read-only, and r.Workspace at /workspace.
+func (p *EngineProvider) StartProgram(ctx context.Context, r ProgramRequest) (Sandbox, error) {
+	ws, err := workspaceDir(r.Workspace)
+	if err != nil {
+		return nil, err
+	}
+	if len(r.Argv) == 0 {
+		return nil, fmt.Errorf("no program: %w", errdefs.ErrInvalidArgument)
+	}
+	img, err := p.Image(r.Environment.Image)
+	if err != nil {
+		return nil, err
+	}
+	var binds []rootfs.Bind
+	for _, b := range r.Binds {
+		if !filepath.IsAbs(b) || filepath.Clean(b) != b {
+			return nil, fmt.Errorf("bind %q: must be an absolute, clean path: %w", b, errdefs.ErrInvalidArgument)
+		}
+		binds = append(binds, rootfs.Bind{Source: b, Target: b})
+	}
+	sb, err := p.eng.Start(ctx, r.Environment.Runtime, runtime.Request{
+		Image:     img,
+		Args:      r.Argv,
+		Env:       append(append([]string{}, r.Environment.Env...), r.Env...),
+		Binds:     binds,
+		Limits:    r.Environment.Limits,
+		Workspace: ws,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return engineSandbox{sb}, nil
+}
+
 // engineSandbox is a runtime sandbox with its workspace on this host.
 type engineSandbox struct{ *runtime.Sandbox }
 

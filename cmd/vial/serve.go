@@ -189,6 +189,7 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 	} else {
 		err = srv.ServeStdio(ctx, os.Stdin, g.Stdout)
 	}
+	srv.Close()
 	if err != nil {
 		return fail(g, err)
 	}

@@ -96,6 +96,12 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 		offered = mcp.ToolNames()
 	}
 	cfg.Policy = policyFromConfig(res, offered)
+	down, err := downstreamFromConfig(res)
+	if err != nil {
+		return err
+	}
+	cfg.MCP.Downstream = down
+	addDownstreamRules(cfg.Policy, res, down)
 	if err := cfg.Policy.Validate(); err != nil {
 		return fmt.Errorf("the configuration's policy: %w", err)
 	}

@@ -27,15 +27,16 @@ func unenforced(res *config.Resolved) []string {
 	if res.Network.Enabled {
 		add("sandbox.network.enabled", "not applied yet: every sandbox has an empty network (only lo), so allowed_hosts %v is not reachable; egress through an allowlist is issue 12", res.Network.AllowedHosts)
 	}
-	for _, name := range slices.Sorted(func(yield func(string) bool) {
-		for n := range res.MCPServers {
-			if !yield(n) {
-				return
-			}
+	for _, name := range slices.Sorted(keys(res.MCPServers)) {
+		s := res.MCPServers[name]
+		if !s.Enabled {
+			continue
 		}
-	}) {
-		if s := res.MCPServers[name]; s.Enabled {
-			add("mcp.servers."+name+".url", "not started: vial does not connect to downstream MCP servers yet (issue 14)")
+		if len(s.Config) > 0 {
+			add("mcp.servers."+name+".config", "not applied: MCP has no standard way to hand a server settings; give them as arguments of its command or in its environment")
+		}
+		if s.APIKeyEnv != "" && s.APIKey == "" {
+			add("mcp.servers."+name+".api_key_env", "%s is not set, so no bearer token is sent", s.APIKeyEnv)
 		}
 	}
 	if res.Mode == config.ModeLocal {

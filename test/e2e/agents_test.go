@@ -33,6 +33,10 @@ memory_limit = "512m"
 
 [tools]
 enabled = []  # each agent lists its own
+# These tests are about limits and tools, not approval (approval_test.go):
+# nothing asks a person.
+require_confirmation = []
+auto_approve_patterns = ["*"]
 
 [logging]
 level = "warn"
@@ -246,7 +250,8 @@ func TestAgents(t *testing.T) {
 
 	t.Run("tools", func(t *testing.T) {
 		// run_python is run_code, which execute_python also serves.
-		if got, want := a.on(t).toolNames(), []string{"execute_python", "read_file", "run_code"}; !slices.Equal(got, want) {
+		// The context tools travel with the code tools.
+		if got, want := a.on(t).toolNames(), []string{"create_context", "execute_python", "list_contexts", "read_file", "run_code", "stop_context"}; !slices.Equal(got, want) {
 			t.Errorf("alpha offers %v, want %v", got, want)
 		}
 		want := []string{"create_context", "execute_python", "list_contexts", "list_directory", "run_code", "run_shell", "stop_context", "write_file"}
@@ -395,7 +400,7 @@ func TestAgents(t *testing.T) {
 // operator's acknowledgement, and with it runs on the host, loudly.
 func TestLocalMode(t *testing.T) {
 	cfg := writeTree(t, map[string]string{
-		"agents/dev/agent.toml": "extends = \"local-dev\"\n[sandbox]\ntimeout_seconds = 5\n[tools]\nenabled = [\"run_code\", \"write_file\", \"run_shell\"]\n",
+		"agents/dev/agent.toml": "extends = \"local-dev\"\n[sandbox]\ntimeout_seconds = 5\n[tools]\nenabled = [\"run_code\", \"write_file\", \"run_shell\"]\nrequire_confirmation = []\nauto_approve_patterns = [\"*\"]\n",
 	})
 	require(t, enabled(), "set VIAL_E2E=1 to run the end-to-end tests")
 	stateDir := newStateDir(t)
