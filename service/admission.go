@@ -24,6 +24,9 @@ type admission struct {
 	used    int
 	waiting int
 	freed   chan struct{} // closed and replaced whenever a slot is released
+	// evict, if set, gives up a slot held by a warm pool member (it
+	// reports whether it did): requests come before warm spares.
+	evict func() bool
 }
 
 func newAdmission(max int, wait time.Duration, maxWaiting int) *admission {
@@ -36,6 +39,14 @@ func (a *admission) acquire(ctx context.Context, what string) (release func(), e
 	var deadline <-chan time.Time
 	a.mu.Lock()
 	for {
+		if a.used >= a.max && a.evict != nil {
+			a.mu.Unlock()
+			evicted := a.evict()
+			a.mu.Lock()
+			if evicted {
+				continue
+			}
+		}
 		if a.used < a.max {
 			a.used++
 			a.mu.Unlock()
@@ -72,6 +83,18 @@ func (a *admission) acquire(ctx context.Context, what string) (release func(), e
 		}
 		a.mu.Lock()
 	}
+}
+
+// tryAcquire takes a slot only if one is free.
+func (a *admission) tryAcquire() (release func(), ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.used >= a.max {
+		return nil, false
+	}
+	a.used++
+	var once sync.Once
+	return func() { once.Do(a.release) }, true
 }
 
 func (a *admission) release() {

@@ -34,6 +34,8 @@ type entry struct {
 	name      string
 	env       Environment
 	isDefault bool
+	since     time.Time // handed to its owner; its lifetime counts from here
+	pooled    bool      // it came warm from the pool
 }
 
 // registry holds every context of the service: it creates them through
@@ -92,12 +94,35 @@ func newRegistry(svc *Service) *registry {
 	return r
 }
 
-// create starts a new context for owner in env.
+// create starts a new context for owner in env — a warm one from the pool
+// when ws is nil (a private workspace) and one is there, else cold.
 func (r *registry) create(ctx context.Context, owner string, lang Language, name string, env Environment, ws Workspace, isDefault bool) (*entry, error) {
+	return r.register(owner, name, isDefault, func() (*entry, error) {
+		if ws == nil {
+			m, err := r.svc.pool.take(ctx, poolKey{env.Name, lang, false}, env)
+			if err != nil {
+				return nil, err
+			}
+			if m != nil {
+				return r.fromMember(owner, name, env, m, isDefault), nil
+			}
+		}
+		return r.start(ctx, owner, lang, name, env, ws, isDefault)
+	})
+}
+
+// fromMember makes a warm pool member owner's context.
+func (r *registry) fromMember(owner, name string, env Environment, m *member, isDefault bool) *entry {
+	r.svc.log.Info("context created", "context", m.c.ID(), "session", owner, "language", string(m.c.Language()), "environment", env.Name, "name", name, "pooled", true)
+	return &entry{c: m.c, sb: m.sb, owner: owner, name: name, env: env, isDefault: isDefault, since: time.Now(), pooled: true}
+}
+
+// register adds the context that start makes under owner's name.
+func (r *registry) register(owner, name string, isDefault bool, start func() (*entry, error)) (*entry, error) {
 	if err := r.reserveName(owner, name, isDefault); err != nil {
 		return nil, err
 	}
-	e, err := r.start(ctx, owner, lang, name, env, ws, isDefault)
+	e, err := start()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if err != nil {
@@ -165,7 +190,7 @@ func (r *registry) start(ctx context.Context, owner string, lang Language, name 
 	svc.log.Info("context created", "context", c.ID(), "session", owner, "language", string(lang), "environment", env.Name, "name", name, "took", time.Since(t0).Round(time.Microsecond))
 	svc.publish(observe.Event{Kind: observe.KindSandbox, Action: "start", Session: owner, Context: c.ID(),
 		Language: string(lang), Environment: env.Name, Runtime: env.Runtime, Image: env.Image, Duration: time.Since(t0)})
-	return &entry{c: c, sb: sb, owner: owner, name: name, env: env, isDefault: isDefault}, nil
+	return &entry{c: c, sb: sb, owner: owner, name: name, env: env, isDefault: isDefault, since: time.Now()}, nil
 }
 
 // startError classifies a failure to start a sandbox: errors of a class
@@ -226,7 +251,7 @@ func (r *registry) get(owner, id string) (*entry, error) {
 // creating it on first use or when the previous one died or expired.
 // Concurrent callers share one creation. notice is set when the context is
 // a replacement: the caller must tell the model its state was reset.
-func (r *registry) defaultContext(ctx context.Context, owner string, lang Language, env Environment, ws func(context.Context) (Workspace, error)) (e *entry, notice string, err error) {
+func (r *registry) defaultContext(ctx context.Context, owner string, lang Language, env Environment, ws workspaceOwner) (e *entry, notice string, err error) {
 	key := defaultKey{owner, lang, env.Name}
 	for {
 		r.mu.Lock()
@@ -265,11 +290,27 @@ func (r *registry) defaultContext(ctx context.Context, owner string, lang Langua
 		if env.Name != "" {
 			name += "-" + env.Name
 		}
-		var w Workspace
-		w, err = ws(ctx)
-		if err == nil {
-			e, err = r.create(ctx, owner, lang, name, env, w, true)
-		}
+		e, err = r.register(owner, name, true, func() (*entry, error) {
+			// A session without a workspace yet takes a warm shared
+			// member and its workspace becomes the session's.
+			if !ws.hasWorkspace() {
+				m, err := r.svc.pool.take(ctx, poolKey{env.Name, lang, true}, env)
+				if err != nil {
+					return nil, err
+				}
+				if m != nil {
+					if ws.adopt(m.ws) {
+						return r.fromMember(owner, name, env, m, true), nil
+					}
+					m.close()
+				}
+			}
+			w, err := ws.workspace(ctx)
+			if err != nil {
+				return nil, err
+			}
+			return r.start(ctx, owner, lang, name, env, w, true)
+		})
 		r.mu.Lock()
 		delete(r.starting, key)
 		if err == nil {
@@ -310,6 +351,14 @@ func (r *registry) list(owner string) []ContextInfo {
 	return infos
 }
 
+// workspaceOwner is what a default context needs of its session: its
+// shared workspace, made or adopted.
+type workspaceOwner interface {
+	workspace(ctx context.Context) (Workspace, error)
+	hasWorkspace() bool
+	adopt(Workspace) bool
+}
+
 func (e *entry) info() ContextInfo {
 	ri := e.c.Info()
 	return ContextInfo{
@@ -320,7 +369,7 @@ func (e *entry) info() ContextInfo {
 		Default:     e.isDefault,
 		Dead:        ri.Dead,
 		Busy:        ri.Busy,
-		Created:     ri.Created,
+		Created:     e.since,
 		LastUsed:    ri.LastUsed,
 		Session:     e.owner,
 	}
@@ -466,7 +515,7 @@ func (r *registry) expire(now time.Time) {
 		info := e.c.Info()
 		var why string
 		switch {
-		case o.MaxLifetime > 0 && now.Sub(info.Created) >= o.MaxLifetime:
+		case o.MaxLifetime > 0 && now.Sub(e.since) >= o.MaxLifetime:
 			// Even a busy context: the lifetime is a hard limit.
 			why = fmt.Sprintf("expired: it reached the maximum lifetime of %v", o.MaxLifetime)
 		case o.IdleTimeout > 0 && !info.Busy && now.Sub(info.LastUsed) >= o.IdleTimeout:

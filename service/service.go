@@ -55,6 +55,8 @@ type Options struct {
 	// Context holds per-context settings (interrupt grace, output cap, start
 	// timeout); its identity fields are set per context.
 	Context runtime.ContextOptions
+	// Pool keeps sandboxes warm; its zero value keeps none.
+	Pool PoolOptions
 	// Policy decides every call (see authorize); nil means no policy is
 	// configured and every offered tool runs without asking.
 	Policy *policy.Rules
@@ -78,6 +80,7 @@ type Service struct {
 	events   *observe.Bus
 	adm      *admission
 	reg      *registry
+	pool     *pool
 
 	approvals       *policy.Approvals
 	approvalTimeout time.Duration
@@ -145,6 +148,11 @@ func New(o Options) (*Service, error) {
 		approvalTimeout: o.ApprovalTimeout,
 	}
 	s.reg = newRegistry(s)
+	s.pool = newPool(s, o.Pool)
+	if s.pool != nil {
+		s.adm.evict = s.pool.evict
+		s.pool.use(o.Default)
+	}
 	return s, nil
 }
 
@@ -288,6 +296,7 @@ func (s *Service) Close(ctx context.Context) error {
 			})
 		}
 		wg.Wait()
+		s.pool.close()
 		errs = append(errs, s.reg.closeAll())
 		s.oneShots.Wait()
 		errs = append(errs, s.provider.Close())

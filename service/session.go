@@ -69,6 +69,23 @@ func (s *Session) workspace(ctx context.Context) (Workspace, error) {
 	return s.ws, nil
 }
 
+func (s *Session) hasWorkspace() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.ws != nil
+}
+
+// adopt makes ws the session's shared workspace if it has none yet.
+func (s *Session) adopt(ws Workspace) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || s.ws != nil {
+		return false
+	}
+	s.ws = ws
+	return true
+}
+
 // Close stops the session's contexts and removes its workspace. It is
 // safe to call more than once.
 func (s *Session) Close() error {
@@ -239,7 +256,7 @@ func (s *Session) RunCode(ctx context.Context, r RunRequest) (res RunResult, err
 		if notices, err = s.authorizeRun(ctx, r, lang, s.svc.opts.Default, "the default "+string(lang)+" context"); err != nil {
 			return RunResult{}, err
 		}
-		e, notice, err = s.svc.reg.defaultContext(ctx, s.id, lang, s.svc.opts.Default, s.workspace)
+		e, notice, err = s.svc.reg.defaultContext(ctx, s.id, lang, s.svc.opts.Default, s)
 		if err != nil {
 			return RunResult{}, err
 		}
@@ -321,23 +338,10 @@ func (s *Session) RunOnce(ctx context.Context, r RunRequest) (res RunResult, err
 	svc.oneShots.Add(1)
 	svc.mu.Unlock()
 	defer svc.oneShots.Done()
-	release, err := svc.adm.acquire(ctx, "a one-shot run")
+	env := svc.opts.Default
+	c, err := svc.oneShot(ctx, r.Language, env)
 	if err != nil {
 		return RunResult{}, err
-	}
-	env := svc.opts.Default
-	sb, err := svc.provider.Start(ctx, StartRequest{Language: r.Language, Env: env})
-	if err != nil {
-		release()
-		return RunResult{}, startError(r.Language, env, err)
-	}
-	co := svc.opts.Context
-	co.ID = runtime.NewContextID()
-	co.Language = r.Language
-	co.Logger = svc.log
-	c, err := runtime.NewContext(ctx, &admitted{Sandbox: sb, release: release}, co)
-	if err != nil {
-		return RunResult{}, startError(r.Language, env, err)
 	}
 	defer func() {
 		if cerr := c.Close(); cerr != nil {
@@ -424,4 +428,34 @@ func runOutcome(r ExecResult) string {
 		return "program_error"
 	}
 	return "ok"
+}
+
+// oneShot returns a fresh sandbox running lang's driver for one call: a
+// warm one from the pool, or one started now.
+func (s *Service) oneShot(ctx context.Context, lang Language, env Environment) (*runtime.Context, error) {
+	m, err := s.pool.take(ctx, poolKey{env.Name, lang, false}, env)
+	if err != nil {
+		return nil, err
+	}
+	if m != nil {
+		return m.c, nil
+	}
+	release, err := s.adm.acquire(ctx, "a one-shot run")
+	if err != nil {
+		return nil, err
+	}
+	sb, err := s.provider.Start(ctx, StartRequest{Language: lang, Env: env})
+	if err != nil {
+		release()
+		return nil, startError(lang, env, err)
+	}
+	co := s.opts.Context
+	co.ID = runtime.NewContextID()
+	co.Language = lang
+	co.Logger = s.log
+	c, err := runtime.NewContext(ctx, &admitted{Sandbox: sb, release: release}, co)
+	if err != nil {
+		return nil, startError(lang, env, err)
+	}
+	return c, nil
 }

@@ -84,6 +84,17 @@ func (p *Provider) Requests() []service.StartRequest {
 	return append([]service.StartRequest(nil), p.requests...)
 }
 
+// Sandboxes returns the sandboxes started and not yet closed.
+func (p *Provider) Sandboxes() []*Sandbox {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]*Sandbox, 0, len(p.live))
+	for sb := range p.live {
+		out = append(out, sb)
+	}
+	return out
+}
+
 // Live returns the number of sandboxes started and not yet closed.
 func (p *Provider) Live() int {
 	p.mu.Lock()
@@ -229,6 +240,10 @@ func (s *Sandbox) Close() error {
 	})
 	return nil
 }
+
+// Kill ends the sandbox's driver from outside, as an OOM kill or a crash
+// would.
+func (s *Sandbox) Kill() { s.exit() }
 
 // exit ends the driver's process: its output ends and Done closes.
 func (s *Sandbox) exit() {
