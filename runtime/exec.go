@@ -47,6 +47,10 @@ type ExecResult struct {
 	CPUTime    time.Duration
 	PeakMemory uint64 // bytes
 	Images     []Image
+	// ImagesOmitted counts the images the call made but that were left
+	// out: past 16, or past the context's image byte budget
+	// (ContextOptions.ImageBytes).
+	ImagesOmitted int
 }
 
 // ExecError is an exception or error raised by the executed code.
