@@ -710,7 +710,63 @@ func (w *waiter) result(m *wireMsg) ExecResult {
 		res.Dead = true
 		c.markDead("its session ended")
 	}
+	if w.interrupted && !res.Dead {
+		// The interrupt ended the call's code, but not necessarily what
+		// it started: a thread or a background process may spin on.
+		if busy, share := c.spinning(); busy {
+			res.Dead, res.Busy = true, true
+			c.markDead(fmt.Sprintf("after its call timed out, something the call started kept running (%.0f%% of a CPU: a thread or a background process), so the context was stopped", share*100))
+		}
+	}
 	return res
+}
+
+// Sampling of the sandbox's CPU after a timed-out call: up to
+// spinRounds windows of spinWindow each; the sandbox is idle as soon as
+// one window shows less than spinIdle of one CPU. An idle sandbox uses
+// next to none (gVisor's sentry included), a spinning thread most of a
+// CPU even on a loaded host, and a short burst (a garbage collection, a
+// process exiting) does not fill three windows in a row.
+const (
+	spinWindow = 200 * time.Millisecond
+	spinRounds = 3
+	spinIdle   = 0.10
+)
+
+// spinning reports whether the sandbox kept using CPU after a call
+// ended, and the smallest share of one CPU it used in a window. It costs
+// spinWindow to spinRounds*spinWindow, so it runs only after timeouts.
+// A transport whose Usage reports no CPU at all cannot tell, and the
+// sandbox is taken for idle.
+func (c *Context) spinning() (bool, float64) {
+	u0, err := c.t.Usage()
+	if err != nil || u0.CPU == 0 {
+		c.log.Debug("cannot tell whether the sandbox is still busy", "err", err)
+		return false, 0
+	}
+	t0 := time.Now()
+	least := 0.0
+	for i := range spinRounds {
+		select {
+		case <-time.After(spinWindow):
+		case <-c.t.Done():
+			return false, 0
+		}
+		u1, err := c.t.Usage()
+		if err != nil {
+			return false, 0
+		}
+		t1 := time.Now()
+		share := float64(u1.CPU-u0.CPU) / float64(t1.Sub(t0))
+		if share < spinIdle {
+			return false, share
+		}
+		if i == 0 || share < least {
+			least = share
+		}
+		u0, t0 = u1, t1
+	}
+	return true, least
 }
 
 // peakReader is implemented by transports that can read the sandbox's

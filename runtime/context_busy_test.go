@@ -1,0 +1,64 @@
+package runtime
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// BusyScenario is a call that times out, and whether it leaves something
+// spinning in the sandbox. Exported for the sandbox tests.
+type BusyScenario struct {
+	Name string
+	Lang Language
+	Code string
+	Busy bool
+}
+
+// BusyScenarios: after a timeout, a spinning thread or background process
+// ends the context; a sleeping one does not.
+var BusyScenarios = []BusyScenario{
+	{"python spinning thread", Python, "import threading, time\ndef spin():\n    while True: pass\nthreading.Thread(target=spin, daemon=True).start()\ntime.sleep(60)", true},
+	{"python spinning process", Python, "import subprocess, time\nsubprocess.Popen(['sh', '-c', 'trap \"\" INT; while :; do :; done'])\ntime.sleep(60)", true},
+	{"python sleeping thread", Python, "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\ntime.sleep(60)", false},
+	{"javascript spinning worker", JavaScript, "new (require('worker_threads').Worker)('for (;;) {}', {eval: true}); await new Promise(() => {})", true},
+	{"bash spinning job", Bash, "yes >/dev/null & sleep 60", true},
+	{"bash sleeping job", Bash, "sleep 100 & sleep 60", false},
+}
+
+// CheckBusy runs sc on a context from start with a 1 s timeout and checks
+// the result: a busy sandbox ends the context (TimedOut, Dead, Busy and a
+// reason that says so); an idle one stays usable.
+func CheckBusy(t *testing.T, sc BusyScenario, start func(ContextOptions) *Context) {
+	t.Helper()
+	c := start(ContextOptions{})
+	defer c.Close()
+	res, err := c.Exec(t.Context(), ExecRequest{Code: sc.Code, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.TimedOut || res.Busy != sc.Busy || res.Dead != sc.Busy {
+		t.Fatalf("got TimedOut=%v Busy=%v Dead=%v, want true, %v, %v (%+v)", res.TimedOut, res.Busy, res.Dead, sc.Busy, sc.Busy, res)
+	}
+	dead, why := c.Dead()
+	if sc.Busy {
+		if !dead || !strings.Contains(why, "kept running") {
+			t.Errorf("dead=%v because %q, want a reason saying something kept running", dead, why)
+		}
+		return
+	}
+	next := map[Language]string{Python: "print('ok')", JavaScript: "console.log('ok')", Bash: "echo ok"}[sc.Lang]
+	if res, err := c.Exec(t.Context(), ExecRequest{Code: next}); err != nil || res.Stdout != "ok\n" {
+		t.Errorf("the next call: %+v, %v", res, err)
+	}
+}
+
+func TestContextBusyAfterTimeout(t *testing.T) {
+	t.Parallel()
+	for _, sc := range BusyScenarios {
+		t.Run(sc.Name, func(t *testing.T) {
+			t.Parallel()
+			CheckBusy(t, sc, func(o ContextOptions) *Context { return newHostContext(t, sc.Lang, o) })
+		})
+	}
+}
