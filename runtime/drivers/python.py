@@ -28,9 +28,14 @@ import os
 import sys
 import time
 
-CAP = int(os.environ.get("VIAL_OUTPUT_CAP", str(1 << 20)))
+CAP = int(os.environ.pop("VIAL_OUTPUT_CAP", "") or 1 << 20)
 VALUE_CAP = CAP
+# An error's message and its traceback are cut to this each (vial cuts
+# them to the same): a 34 MB exception message must not make the answer
+# too large for vial to read.
+ERR_CAP = 64 << 10
 MAX_IMAGES = 16
+IMAGE_BYTES = int(os.environ.pop("VIAL_IMAGE_BYTES", "") or 4 << 20)
 DRIVER_FILE = os.path.abspath(__file__)
 SENTINEL = ("\x00vial-end-%s\x00" % os.urandom(12).hex()).encode()
 
@@ -307,10 +312,14 @@ def _system(command):
 # --- matplotlib -----------------------------------------------------------------
 
 _images = []
+_images_omitted = 0
 
 
 def _grab_figures():
-    """Renders every open pyplot figure to PNG and closes it."""
+    """Renders every open pyplot figure to PNG and closes it. A call keeps
+    at most MAX_IMAGES images of IMAGE_BYTES together; the others are
+    counted in _images_omitted."""
+    global _images_omitted
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
         return
@@ -319,11 +328,16 @@ def _grab_figures():
     try:
         for num in plt.get_fignums():
             if len(_images) >= MAX_IMAGES:
-                break
+                _images_omitted += 1
+                continue
             fig = plt.figure(num)
             b = io.BytesIO()
             fig.savefig(b, format="png", bbox_inches="tight")
-            _images.append(b.getvalue())
+            png = b.getvalue()
+            if len(png) > IMAGE_BYTES - sum(len(i) for i in _images):
+                _images_omitted += 1
+            else:
+                _images.append(png)
         plt.close("all")
     except Exception as e:  # a broken figure must not break the call
         sys.stderr.write("vial: capturing figures: %r\n" % (e,))
@@ -457,6 +471,34 @@ def _drop_driver_frames(traceback, te, seen):
         _drop_driver_frames(traceback, sub, seen)
 
 
+def _cut(s, n):
+    """Cuts text s to at most n bytes of UTF-8, keeping its start and,
+    mostly, its end (where a traceback names the error), with a note
+    between."""
+    b = s.encode("utf-8", "surrogateescape")
+    if len(b) <= n:
+        return s
+    head, tail = n // 4, n - n // 4 - 64
+    return "%s\n[... %d bytes cut ...]\n%s" % (
+        b[:head].decode("utf-8", "surrogateescape"), len(b) - head - tail,
+        b[-tail:].decode("utf-8", "surrogateescape"))
+
+
+def _cut_messages(te, seen):
+    """Cuts the message of a TracebackException, and of those chained to
+    it, before it is formatted: a huge message would otherwise fill the
+    traceback."""
+    if te is None or id(te) in seen:
+        return
+    seen.add(id(te))
+    if isinstance(getattr(te, "_str", None), str) and len(te._str) > ERR_CAP // 4:
+        te._str = _cut(te._str, ERR_CAP // 4)
+    _cut_messages(te.__cause__, seen)
+    _cut_messages(te.__context__, seen)
+    for sub in getattr(te, "exceptions", None) or ():
+        _cut_messages(sub, seen)
+
+
 def _error_fields(e):
     import traceback
 
@@ -471,10 +513,12 @@ def _error_fields(e):
     try:
         te = traceback.TracebackException(t, e, e.__traceback__)
         _drop_driver_frames(traceback, te, set())
+        _cut_messages(te, set())
         tb = "".join(te.format())
     except Exception:
         tb = "".join(traceback.format_exception(t, e, e.__traceback__))
-    return [("error_name", name), ("error_message", msg), ("traceback", tb)]
+    return [("error_name", name[:256]), ("error_message", _cut(msg, ERR_CAP)),
+            ("traceback", _cut(tb, ERR_CAP))]
 
 
 def _cap(s):
@@ -549,7 +593,7 @@ def _reset_streams(out, err):
 
 
 def main():
-    global _stdout, _stderr
+    global _stdout, _stderr, _images_omitted
     import io
 
     try:
@@ -603,6 +647,7 @@ def main():
         code = fields.get("code", b"").decode("utf-8", "replace")
         _reset_streams(out, err)
         del _images[:]
+        _images_omitted = 0
         res = execute(code, out, err)
         for s in (sys.stdout, sys.stderr):
             try:
@@ -619,6 +664,8 @@ def main():
         if se_tr:
             res.append(("stderr_truncated", "1"))
         res += [("image_png", png) for png in _images]
+        if _images_omitted:
+            res.append(("images_omitted", str(_images_omitted)))
         del _images[:]
         send("result", mid, res)
 
