@@ -36,6 +36,7 @@ VALUE_CAP = CAP
 ERR_CAP = 64 << 10
 MAX_IMAGES = 16
 IMAGE_BYTES = int(os.environ.pop("VIAL_IMAGE_BYTES", "") or 4 << 20)
+BLOCKED_IMPORTS = os.environ.pop("VIAL_BLOCKED_IMPORTS", "")
 DRIVER_FILE = os.path.abspath(__file__)
 SENTINEL = ("\x00vial-end-%s\x00" % os.urandom(12).hex()).encode()
 
@@ -405,6 +406,206 @@ class _ImportHook:
         return spec
 
 
+# --- blocked imports -----------------------------------------------------------
+#
+# VIAL_BLOCKED_IMPORTS is the operator's blocked_imports: comma-separated
+# rules, each a module (`subprocess`, which blocks its submodules too) or a
+# module's attribute (`os.system`). It is a guard in front of the sandbox,
+# not the sandbox itself: it stops the obvious ways code names a module or
+# a function, and code that wants to can get around it (a module already
+# loaded is in sys.modules and in the libraries that imported it, e.g.
+# asyncio.subprocess.subprocess; os.system is also posix.system; ctypes
+# can call anything). What protects the host is the sandbox.
+#
+# A module rule refuses an import requested by the user's code: its cells,
+# code they exec, and modules outside the installed Python (the workspace,
+# /tmp, the user's site directory). Imports made by the standard library
+# or installed packages go on, so that `import asyncio` or matplotlib
+# still work although they import subprocess themselves. Imports are
+# checked in builtins.__import__ (so a module the driver or the start-up
+# already loaded is covered), in importlib.import_module, and by a finder
+# first on sys.meta_path (for the other ways into the import system). An
+# attribute rule replaces the attribute, for everyone, as soon as its
+# module is loaded: with a function that raises PermissionError, or an
+# object that does on any use.
+
+_POLICY = (" is blocked by the operator's policy (blocked_imports); this is a guard"
+           " in front of the sandbox, not the sandbox itself")
+# Code under these directories is the installed Python's (standard library
+# and site-packages), which the user cannot change in a sandbox.
+_TRUSTED = tuple(sorted({os.path.join(p, d) + os.sep
+                         for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)
+                         for d in ("lib", "lib64")}))
+_rules = ()
+
+
+def _parse_rules(spec):
+    rules = []
+    for r in spec.split(","):
+        r = r.strip()
+        if not r:
+            continue
+        if all(part.isidentifier() for part in r.split(".")):
+            rules.append(r)
+        else:
+            os.write(2, ("vial python driver: ignoring blocked import %r\n" % r).encode())
+    return tuple(rules)
+
+
+def _rule_for(name):
+    """The rule that blocks importing module name, or None."""
+    for r in _rules:
+        if name == r or name.startswith(r + "."):
+            return r
+    return None
+
+
+def _user_frame(f):
+    """Whether frame f, the first that is not the import system's, is the
+    user's code rather than the driver's or the installed Python's."""
+    while f is not None:
+        fn = f.f_code.co_filename
+        if fn.startswith("<frozen importlib") or (
+                fn.startswith(_TRUSTED) and fn.endswith(os.sep + os.path.join("importlib", "__init__.py"))):
+            f = f.f_back
+            continue
+        return not (fn == DRIVER_FILE or fn.startswith(_TRUSTED) or fn.startswith("<frozen "))
+    return False
+
+
+def _refuse(rule, name):
+    raise ImportError("import of %r%s" % (rule, _POLICY), name=name)
+
+
+def _check_import(name, fromlist, frame):
+    rule = _rule_for(name)
+    if rule is None and fromlist:
+        for item in fromlist:
+            if isinstance(item, str) and item != "*":
+                rule = _rule_for(name + "." + item)
+                if rule is not None:
+                    break
+    if rule is not None and _user_frame(frame):
+        _refuse(rule, name)
+
+
+def _absolute(name, globals, level):
+    if level <= 0:
+        return name
+    pkg = (globals or {}).get("__package__") or ""
+    bits = pkg.rsplit(".", level - 1)
+    if not pkg or len(bits) < level:
+        return name  # the import system reports the error
+    return bits[0] + "." + name if name else bits[0]
+
+
+class _BlockedFinder:
+    """First on sys.meta_path: refuses a blocked module that is not loaded
+    yet when the user's code asks for it by a way that does not pass
+    through builtins.__import__."""
+
+    def find_spec(self, name, path=None, target=None):
+        rule = _rule_for(name)
+        if rule is not None and _user_frame(sys._getframe(1)):
+            _refuse(rule, name)
+        return None
+
+
+class _BlockedModule(type(sys)):
+    def __getattr__(self, attr):
+        raise PermissionError(self.__doc__)
+
+
+class _BlockedValue:
+    def __init__(self, msg):
+        object.__setattr__(self, "_msg", msg)
+
+    def _deny(self, *args, **kwargs):
+        raise PermissionError(object.__getattribute__(self, "_msg"))
+
+    def __getattr__(self, attr):
+        self._deny()
+
+    __call__ = __getitem__ = __iter__ = __len__ = __contains__ = __setattr__ = _deny
+    __bool__ = __int__ = __str__ = __fspath__ = _deny
+
+    def __repr__(self):
+        return "<%s>" % object.__getattribute__(self, "_msg")
+
+
+def _blocker(rule, orig):
+    msg = "use of %r%s" % (rule, _POLICY)
+    if isinstance(orig, type(sys)):
+        return _BlockedModule(orig.__name__, msg)
+    if callable(orig):
+        def blocked(*args, **kwargs):
+            raise PermissionError(msg)
+
+        blocked.__name__ = blocked.__qualname__ = getattr(orig, "__name__", rule.rpartition(".")[2])
+        blocked.__doc__ = msg
+        return blocked
+    return _BlockedValue(msg)
+
+
+def _attr_patch(attrs):
+    def patch(module):
+        for rule, attr in attrs:
+            if hasattr(module, attr):
+                setattr(module, attr, _blocker(rule, getattr(module, attr)))
+    return patch
+
+
+def _patch_importlib(importlib):
+    orig = importlib.import_module
+
+    def import_module(name, package=None):
+        if _rules:
+            absolute = name
+            if name.startswith("."):
+                level = len(name) - len(name.lstrip("."))
+                absolute = _absolute(name[level:], {"__package__": package}, level)
+            _check_import(absolute, (), sys._getframe(1))
+        return orig(name, package)
+
+    import_module.__doc__ = orig.__doc__
+    importlib.import_module = import_module
+
+
+def _install_blocked(patches):
+    """Installs the rules of VIAL_BLOCKED_IMPORTS, before any user code:
+    the __import__ wrapper and the finder, and the attribute patches (at
+    once for loaded modules, through patches and the import hook for the
+    others)."""
+    global _rules
+    _rules = _parse_rules(BLOCKED_IMPORTS)
+    if not _rules:
+        return
+    orig_import = builtins.__import__
+
+    def __import__(name, globals=None, locals=None, fromlist=(), level=0):
+        _check_import(_absolute(name, globals, level), fromlist, sys._getframe(1))
+        return orig_import(name, globals, locals, fromlist, level)
+
+    __import__.__doc__ = orig_import.__doc__
+    builtins.__import__ = __import__
+    attrs = {}
+    for r in _rules:
+        mod, _, attr = r.rpartition(".")
+        if mod:
+            attrs.setdefault(mod, []).append((r, attr))
+    attrs.setdefault("importlib", [])
+    for mod, pairs in attrs.items():
+        patch = _attr_patch(pairs)
+        if mod == "importlib":
+            patch = (lambda p: lambda m: (_patch_importlib(m), p(m)))(patch)
+        if mod in patches:
+            patch = (lambda a, b: lambda m: (a(m), b(m)))(patches[mod], patch)
+        if sys.modules.get(mod) is not None:
+            patch(sys.modules[mod])
+        else:
+            patches[mod] = patch
+
+
 # --- running code ------------------------------------------------------------
 
 _main = type(sys)("__main__")
@@ -623,8 +824,13 @@ def main():
     }
     for name in [n for n in patches if sys.modules.get(n) is not None]:
         patches.pop(name)(sys.modules[name])  # imported at start-up (site)
-    sys.meta_path.insert(0, _ImportHook(patches))
     os.system = _system
+    _install_blocked(patches)
+    sys.meta_path.insert(0, _ImportHook(patches))
+    if _rules:
+        # First, so that no other finder (the patching hook included)
+        # asks for a blocked module on the user's behalf.
+        sys.meta_path.insert(0, _BlockedFinder())
     _signal.signal(_signal.SIGINT, _on_sigint)
     # Without a handler SIGTERM would be ignored if we were pid 1.
     _signal.signal(_signal.SIGTERM, lambda s, f: os._exit(143))
