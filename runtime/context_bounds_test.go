@@ -31,7 +31,8 @@ def _answer_pipe():
                 flags = int(f.read().split('flags:')[1].split()[0], 8)
         except (OSError, IndexError, ValueError):
             continue
-        if link.startswith('pipe:') and link not in skip and flags & 3 == os.O_WRONLY:
+        # gVisor shows the pipes from the host as host:[N].
+        if link.startswith(('pipe:', 'host:')) and link not in skip and flags & 3 == os.O_WRONLY:
             return fd
     raise RuntimeError('no answer pipe found')
 def flood(prefix, chunk, delay):

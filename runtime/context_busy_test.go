@@ -17,23 +17,25 @@ type BusyScenario struct {
 
 // BusyScenarios: after a timeout, a spinning thread or background process
 // ends the context; a sleeping one does not.
+// Each waits until its spinner runs before it blocks, so that the timeout
+// finds it running even on a loaded host.
 var BusyScenarios = []BusyScenario{
-	{"python spinning thread", Python, "import threading, time\ndef spin():\n    while True: pass\nthreading.Thread(target=spin, daemon=True).start()\ntime.sleep(60)", true},
-	{"python spinning process", Python, "import subprocess, time\nsubprocess.Popen(['sh', '-c', 'trap \"\" INT; while :; do :; done'])\ntime.sleep(60)", true},
+	{"python spinning thread", Python, "import threading, time\nrunning = threading.Event()\ndef spin():\n    running.set()\n    while True: pass\nthreading.Thread(target=spin, daemon=True).start()\nrunning.wait()\ntime.sleep(60)", true},
+	{"python spinning process", Python, "import subprocess, time\np = subprocess.Popen(['sh', '-c', 'trap \"\" INT; echo running; while :; do :; done'], stdout=subprocess.PIPE)\np.stdout.readline()\ntime.sleep(60)", true},
 	{"python sleeping thread", Python, "import threading, time\nthreading.Thread(target=time.sleep, args=(60,), daemon=True).start()\ntime.sleep(60)", false},
-	{"javascript spinning worker", JavaScript, "new (require('worker_threads').Worker)('for (;;) {}', {eval: true}); await new Promise(() => {})", true},
+	{"javascript spinning worker", JavaScript, "const w = new (require('worker_threads').Worker)('require(\"worker_threads\").parentPort.postMessage(1); for (;;) {}', {eval: true}); await new Promise(r => w.once('message', r)); await new Promise(() => {})", true},
 	{"bash spinning job", Bash, "yes >/dev/null & sleep 60", true},
 	{"bash sleeping job", Bash, "sleep 100 & sleep 60", false},
 }
 
-// CheckBusy runs sc on a context from start with a 1 s timeout and checks
+// CheckBusy runs sc on a context from start with a 3 s timeout and checks
 // the result: a busy sandbox ends the context (TimedOut, Dead, Busy and a
 // reason that says so); an idle one stays usable.
 func CheckBusy(t *testing.T, sc BusyScenario, start func(ContextOptions) *Context) {
 	t.Helper()
 	c := start(ContextOptions{})
 	defer c.Close()
-	res, err := c.Exec(t.Context(), ExecRequest{Code: sc.Code, Timeout: time.Second})
+	res, err := c.Exec(t.Context(), ExecRequest{Code: sc.Code, Timeout: 3 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
