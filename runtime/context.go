@@ -722,13 +722,14 @@ func (w *waiter) result(m *wireMsg) ExecResult {
 }
 
 // Sampling of the sandbox's CPU after a timed-out call, in windows of
-// spinWindow: the sandbox is idle as soon as one window shows less than
-// spinQuiet of one CPU; otherwise, after spinRounds windows, busy if it
-// used spinBusy of a CPU or more on average. Measured on the 2-core
-// development VM under a load of 12: an idle sandbox used 0-3% of a CPU
-// in a window (gVisor's sentry included), a spinning thread 13-64%; a
-// short burst (a garbage collection, a process exiting) does not make a
-// sandbox busy, nor a loaded host a spinning one idle.
+// spinWindow: the sandbox is idle as soon as two windows in a row show
+// less than spinQuiet of one CPU each; otherwise, after spinRounds
+// windows, busy if it used spinBusy of a CPU or more on average.
+// Measured on the 2-core development VM: an idle sandbox used 0-3% of a
+// CPU in a window (gVisor's sentry included), a spinning thread 85-99% on
+// a quiet host and 13-64% under a load of 12; a short burst (a garbage
+// collection, a process exiting) does not make a sandbox busy, nor a
+// moment's starvation on a loaded host a spinning one idle.
 const (
 	spinWindow = 200 * time.Millisecond
 	spinRounds = 5
@@ -737,18 +738,19 @@ const (
 )
 
 // spinning reports whether the sandbox kept using CPU after a call
-// ended, and the share of one CPU it used. It costs spinWindow to
+// ended, and the share of one CPU it used. It costs 2*spinWindow to
 // spinRounds*spinWindow, so it runs only after timeouts. A transport
-// whose Usage reports no CPU at all cannot tell, and the sandbox is taken
-// for idle.
+// whose Usage fails or reports no CPU at all cannot tell, and the sandbox
+// is taken for idle.
 func (c *Context) spinning() (bool, float64) {
 	u0, err := c.t.Usage()
 	if err != nil || u0.CPU == 0 {
-		c.log.Debug("cannot tell whether the sandbox is still busy", "err", err)
+		c.log.Warn("cannot tell whether the sandbox is still busy after a timeout", "err", err)
 		return false, 0
 	}
 	start, first := time.Now(), u0.CPU
 	t0 := start
+	quiet := 0
 	for range spinRounds {
 		select {
 		case <-time.After(spinWindow):
@@ -757,16 +759,20 @@ func (c *Context) spinning() (bool, float64) {
 		}
 		u1, err := c.t.Usage()
 		if err != nil {
+			c.log.Warn("cannot tell whether the sandbox is still busy after a timeout", "err", err)
 			return false, 0
 		}
 		t1 := time.Now()
-		if share := float64(u1.CPU-u0.CPU) / float64(t1.Sub(t0)); share < spinQuiet {
+		share := float64(u1.CPU-u0.CPU) / float64(t1.Sub(t0))
+		c.log.Debug("sandbox CPU after a timeout", "share", share)
+		if share >= spinQuiet {
+			quiet = 0
+		} else if quiet++; quiet == 2 {
 			return false, share
 		}
 		u0, t0 = u1, t1
 	}
 	share := float64(u0.CPU-first) / float64(t0.Sub(start))
-	c.log.Debug("sandbox after a timeout", "cpu_share", share)
 	return share >= spinBusy, share
 }
 

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
 )
@@ -292,5 +293,17 @@ func TestContextNoQueue(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	if _, err := c.Exec(t.Context(), ExecRequest{Code: "echo"}); !errors.Is(err, errdefs.ErrResourceExhausted) {
 		t.Errorf("a call on a busy context with MaxQueued < 0: %v, want resource exhausted", err)
+	}
+}
+
+func TestCapTail(t *testing.T) {
+	t.Parallel()
+	if got := capTail("short\xff", 100); got != "short\uFFFD" {
+		t.Errorf("short: %q", got)
+	}
+	s := "Traceback (most recent call last):\n" + strings.Repeat("é", 50000) + "\nValueError: the end"
+	got := capTail(s, 1000)
+	if len(got) > 1100 || !strings.HasPrefix(got, "Traceback") || !strings.HasSuffix(got, "ValueError: the end") || !strings.Contains(got, "bytes cut") || !utf8.ValidString(got) {
+		t.Errorf("cut to %d bytes: %q", len(got), got)
 	}
 }

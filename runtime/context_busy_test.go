@@ -1,7 +1,9 @@
 package runtime
 
 import (
+	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -33,7 +35,8 @@ var BusyScenarios = []BusyScenario{
 // reason that says so); an idle one stays usable.
 func CheckBusy(t *testing.T, sc BusyScenario, start func(ContextOptions) *Context) {
 	t.Helper()
-	c := start(ContextOptions{})
+	// Its debug log shows the sandbox's CPU in each window.
+	c := start(ContextOptions{Logger: testLogger(t)})
 	defer c.Close()
 	res, err := c.Exec(t.Context(), ExecRequest{Code: sc.Code, Timeout: 3 * time.Second})
 	if err != nil {
@@ -53,6 +56,33 @@ func CheckBusy(t *testing.T, sc BusyScenario, start func(ContextOptions) *Contex
 	if res, err := c.Exec(t.Context(), ExecRequest{Code: next}); err != nil || res.Stdout != "ok\n" {
 		t.Errorf("the next call: %+v, %v", res, err)
 	}
+}
+
+// testLogger returns a debug-level logger that writes to t's log until
+// t ends (a context's goroutines may log a little later).
+func testLogger(t *testing.T) *slog.Logger {
+	w := &testWriter{t: t}
+	t.Cleanup(func() {
+		w.mu.Lock()
+		w.done = true
+		w.mu.Unlock()
+	})
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+type testWriter struct {
+	mu   sync.Mutex
+	t    *testing.T
+	done bool
+}
+
+func (w *testWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.done {
+		w.t.Log(strings.TrimSpace(string(p)))
+	}
+	return len(p), nil
 }
 
 func TestContextBusyAfterTimeout(t *testing.T) {
