@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 	"unicode/utf8"
+
+	"github.com/containerd/errdefs"
 )
 
 // Defaults for ContextOptions.
@@ -21,11 +23,40 @@ const (
 	DefaultGrace        = 2 * time.Second
 	DefaultOutputCap    = 1 << 20
 	DefaultStartTimeout = 30 * time.Second
+	// DefaultImageBytes bounds the images of one call together: a dozen
+	// ordinary figures (tens to hundreds of KiB each) fit, and an answer
+	// stays a few MiB even after the base64 an MCP client receives.
+	DefaultImageBytes = 4 << 20
+	// DefaultMaxQueued bounds the calls waiting for a busy context. A
+	// model calls one at a time and a client runs a few tool calls at
+	// once; sixteen waiting calls at the default timeout are eight minutes
+	// of backlog, longer than any client waits for an answer, and each
+	// holds a goroutine and its code until its turn.
+	DefaultMaxQueued = 16
 	// maxImages bounds the figures one call may return.
 	maxImages = 16
+	// maxErrorText bounds an error's message and its traceback, each, in
+	// bytes; the drivers cut them to this too (keeping the traceback's
+	// end, where the error is). A 34 MB exception message once made a
+	// Python answer too large to read and cost the context.
+	maxErrorText = 64 << 10
 	// stderrTail is how much of a driver's own stderr is kept for errors.
 	stderrTail = 4 << 10
+	// stderrLogged is how much of a driver's own stderr is logged (at
+	// debug level) per context; the rest is only counted.
+	stderrLogged = 64 << 10
 )
+
+// DefaultMaxMessage returns the bound on one answer from a driver that
+// NewContext sets when ContextOptions.MaxMessage is 0: room for stdout,
+// stderr and a value at the larger of outputCap and the drivers' own
+// default cap (a driver not told otherwise caps at DefaultOutputCap), an
+// error's message and traceback, the images at the larger of imageBytes
+// and DefaultImageBytes, and 1 MiB for the other fields and the framing.
+// At the defaults that is about 8 MiB.
+func DefaultMaxMessage(outputCap, imageBytes int) int {
+	return 3*max(outputCap, DefaultOutputCap) + 2*maxErrorText + max(imageBytes, DefaultImageBytes) + 1<<20
+}
 
 // ContextOptions describe one context. Zero values take the defaults above.
 type ContextOptions struct {
@@ -45,7 +76,25 @@ type ContextOptions struct {
 	OutputCap int
 	// StartTimeout bounds the wait for the driver's ready message.
 	StartTimeout time.Duration
-	Logger       *slog.Logger // nil: slog.Default()
+	// ImageBytes bounds the images of one call together, in bytes (at
+	// most 16 images in any case); images past it are dropped and counted
+	// in ExecResult.ImagesOmitted. 0 means DefaultImageBytes.
+	ImageBytes int
+	// MaxMessage bounds one answer read from the driver, in bytes, every
+	// byte of its framing counted; a larger one ends the context. It is
+	// the most a context's answer can cost vial's memory: the reader holds
+	// one answer at a time, and turning it into an ExecResult copies it
+	// once, so a context costs at most about twice this plus 128 KiB of
+	// buffers whatever its sandbox writes (bytes written outside a call
+	// are drained, at most 4 KiB, and then end the context). 0 means
+	// DefaultMaxMessage(OutputCap, ImageBytes).
+	MaxMessage int
+	// MaxQueued bounds the calls waiting for their turn while the context
+	// runs another; one more fails at once with an ErrExhausted-class
+	// (errdefs.ErrResourceExhausted) error. 0 means DefaultMaxQueued; a
+	// negative value means none may wait.
+	MaxQueued int
+	Logger    *slog.Logger // nil: slog.Default()
 }
 
 // ContextInfo is a snapshot of a context for listings.
@@ -83,7 +132,9 @@ type Context struct {
 
 	mu       sync.Mutex
 	lastUsed time.Time
-	waiting  int // calls running or queued
+	waiting  int  // calls running or queued
+	queued   int  // calls waiting for their turn
+	awaiting bool // a message from the driver is expected (ready, or a call's answer)
 	dead     string
 	closed   bool
 	nextID   uint64
@@ -130,6 +181,16 @@ func NewContext(ctx context.Context, t Transport, opts ContextOptions) (*Context
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = DefaultStartTimeout
 	}
+	if opts.ImageBytes <= 0 {
+		opts.ImageBytes = DefaultImageBytes
+	}
+	if opts.MaxMessage <= 0 {
+		opts.MaxMessage = DefaultMaxMessage(opts.OutputCap, opts.ImageBytes)
+	}
+	if opts.MaxQueued == 0 {
+		opts.MaxQueued = DefaultMaxQueued
+	}
+	opts.MaxQueued = max(opts.MaxQueued, 0)
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
@@ -144,6 +205,7 @@ func NewContext(ctx context.Context, t Transport, opts ContextOptions) (*Context
 		turn:     make(chan struct{}, 1),
 		msgs:     make(chan *wireMsg, 1),
 		quit:     make(chan struct{}),
+		awaiting: true, // the ready message
 	}
 	go c.readLoop()
 	go c.drainStderr()
@@ -250,11 +312,35 @@ func (c *Context) markDead(reason string) {
 	}
 }
 
+// readLoop reads the driver's messages for as long as the transport is
+// open. Only one message is read per call (and the ready message at
+// start), with the context's MaxMessage as its bound. Bytes that arrive
+// while nothing is awaited are drained, up to wireMaxStray in the
+// context's life, and then end the context: a driver writes nothing
+// between calls, and reading on would let a process in the sandbox make
+// vial read (and, before these bounds, buffer) without end.
 func (c *Context) readLoop() {
 	r := bufio.NewReaderSize(c.t.Stdout(), 64<<10)
 	defer close(c.msgs)
+	limit := wireMaxReady
+	stray := 0
 	for {
-		m, err := readWireMsg(r)
+		_, err := r.Peek(1)
+		if err == nil && !c.isAwaiting() {
+			n, _ := r.Discard(r.Buffered())
+			stray += n
+			if stray > wireMaxStray {
+				c.log.Warn("driver output outside a call", "bytes", stray)
+				c.markDead(fmt.Sprintf("its sandbox wrote %d bytes to vial outside a call; the context was stopped", stray))
+				c.rerr = io.EOF
+				return
+			}
+			continue
+		}
+		var m *wireMsg
+		if err == nil {
+			m, err = readWireMsg(r, limit)
+		}
 		if err != nil {
 			select {
 			case <-c.quit:
@@ -267,6 +353,10 @@ func (c *Context) readLoop() {
 			c.rerr = err
 			return
 		}
+		limit = c.opts.MaxMessage
+		c.mu.Lock()
+		c.awaiting = false
+		c.mu.Unlock()
 		select {
 		case c.msgs <- m:
 		case <-c.quit:
@@ -276,12 +366,24 @@ func (c *Context) readLoop() {
 	}
 }
 
+func (c *Context) isAwaiting() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.awaiting
+}
+
+// drainStderr reads the driver's own stderr to its end, keeping the last
+// stderrTail bytes for error messages and logging the first stderrLogged
+// at debug level: whatever the sandbox writes there, vial's memory and
+// log stay bounded.
 func (c *Context) drainStderr() {
 	buf := make([]byte, 4096)
 	rd := c.t.Stderr()
 	if rd == nil {
 		return
 	}
+	logged := 0
+	debug := c.log.Enabled(context.Background(), slog.LevelDebug)
 	for {
 		n, err := rd.Read(buf)
 		if n > 0 {
@@ -291,7 +393,13 @@ func (c *Context) drainStderr() {
 				c.stderr = append(c.stderr[:0], c.stderr[len(c.stderr)-stderrTail:]...)
 			}
 			c.stderrMu.Unlock()
-			c.log.Debug("driver stderr", "text", strings.TrimSpace(string(buf[:n])))
+			if debug && logged < stderrLogged {
+				logged += n
+				c.log.Debug("driver stderr", "text", strings.TrimSpace(string(buf[:n])))
+				if logged >= stderrLogged {
+					c.log.Debug("driver stderr: the rest is not logged", "logged", logged)
+				}
+			}
 		}
 		if err != nil {
 			return
@@ -337,10 +445,8 @@ func (c *Context) Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
 		c.lastUsed = time.Now()
 		c.mu.Unlock()
 	}()
-	select {
-	case c.turn <- struct{}{}:
-	case <-ctx.Done():
-		return ExecResult{}, ctx.Err()
+	if err := c.takeTurn(ctx); err != nil {
+		return ExecResult{}, err
 	}
 	release := true
 	defer func() {
@@ -353,6 +459,10 @@ func (c *Context) Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
 	c.nextID++
 	id := c.nextID
 	c.lastUsed = time.Now()
+	if dead == "" {
+		// Before the request is written: the answer cannot come first.
+		c.awaiting = true
+	}
 	c.mu.Unlock()
 	if dead == "" {
 		select {
@@ -405,6 +515,46 @@ func (c *Context) Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
 		w.wait(nil, nil)
 	}()
 	return ExecResult{}, ctx.Err()
+}
+
+// takeTurn waits, without spinning, until the call may run or ctx ends.
+// A call that would wait behind MaxQueued others fails at once.
+func (c *Context) takeTurn(ctx context.Context) error {
+	select {
+	case c.turn <- struct{}{}:
+		return nil
+	default:
+	}
+	c.mu.Lock()
+	if n := c.queued; n >= c.opts.MaxQueued {
+		c.mu.Unlock()
+		return fmt.Errorf("context %s is busy with a call and %d more are queued on it, the most it takes: wait for them to finish, or use another context: %w", c.opts.ID, n, errExhausted)
+	}
+	c.queued++
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.queued--
+		c.mu.Unlock()
+	}()
+	select {
+	case c.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// errExhausted is of both classes of "resource exhausted" (ErrExhausted
+// and errdefs.ErrResourceExhausted) until ErrExhausted becomes an alias.
+var errExhausted error = exhaustedError{}
+
+type exhaustedError struct{}
+
+func (exhaustedError) Error() string      { return "resource exhausted" }
+func (exhaustedError) ResourceExhausted() {}
+func (exhaustedError) Is(target error) bool {
+	return target == ErrExhausted || target == errdefs.ErrResourceExhausted
 }
 
 // waiter is the state of one call waiting for its answer.
@@ -482,7 +632,7 @@ func (w *waiter) wait(cancel <-chan struct{}, written <-chan error) (ExecResult,
 func (w *waiter) died(err error) ExecResult {
 	reason := "its process exited"
 	if err != nil && err != io.EOF {
-		reason = fmt.Sprintf("its driver broke the protocol (%v)", err)
+		reason = fmt.Sprintf("its driver's answer broke vial's wire protocol (%v); the context was stopped", err)
 	} else if u, uerr := w.c.t.Usage(); uerr == nil && u.OOMKills > 0 {
 		reason = "it was killed for running out of memory"
 	}
@@ -532,18 +682,26 @@ func (w *waiter) result(m *wireMsg) ExecResult {
 	if name, ok := m.get("error_name"); ok {
 		e := &ExecError{Name: string(name)}
 		e.Name, _ = capText(e.Name, 256)
-		e.Message, _ = capText(m.str("error_message"), capN)
-		e.Traceback, _ = capText(m.str("traceback"), capN)
+		e.Message, _ = capText(m.str("error_message"), maxErrorText)
+		e.Traceback = capTail(m.str("traceback"), maxErrorText)
 		res.Error = e
 		if res.ExitStatus == 0 && c.opts.Language != Bash {
 			res.ExitStatus = 1
 		}
 	}
+	budget := c.opts.ImageBytes
 	for _, f := range m.Fields {
-		if f.Name == "image_png" && len(res.Images) < maxImages {
-			res.Images = append(res.Images, Image{MIMEType: "image/png", Data: f.Data})
+		if f.Name != "image_png" {
+			continue
 		}
+		if len(res.Images) == maxImages || len(f.Data) > budget {
+			res.ImagesOmitted++
+			continue
+		}
+		budget -= len(f.Data)
+		res.Images = append(res.Images, Image{MIMEType: "image/png", Data: f.Data})
 	}
+	res.ImagesOmitted += int(min(max(m.int("images_omitted"), 0), 1<<20))
 	// The cgroup's figure covers every process in the sandbox.
 	if p := c.peakMemory(); p > 0 {
 		res.PeakMemory = p
@@ -552,7 +710,70 @@ func (w *waiter) result(m *wireMsg) ExecResult {
 		res.Dead = true
 		c.markDead("its session ended")
 	}
+	if w.interrupted && !res.Dead {
+		// The interrupt ended the call's code, but not necessarily what
+		// it started: a thread or a background process may spin on.
+		if busy, share := c.spinning(); busy {
+			res.Dead, res.Busy = true, true
+			c.markDead(fmt.Sprintf("after its call timed out, something the call started kept running (%.0f%% of a CPU: a thread or a background process), so the context was stopped", share*100))
+		}
+	}
 	return res
+}
+
+// Sampling of the sandbox's CPU after a timed-out call, in windows of
+// spinWindow: the sandbox is idle as soon as two windows in a row show
+// less than spinQuiet of one CPU each; otherwise, after spinRounds
+// windows, busy if it used spinBusy of a CPU or more on average.
+// Measured on the 2-core development VM: an idle sandbox used 0-3% of a
+// CPU in a window (gVisor's sentry included), a spinning thread 85-99% on
+// a quiet host and 13-64% under a load of 12; a short burst (a garbage
+// collection, a process exiting) does not make a sandbox busy, nor a
+// moment's starvation on a loaded host a spinning one idle.
+const (
+	spinWindow = 200 * time.Millisecond
+	spinRounds = 5
+	spinQuiet  = 0.02
+	spinBusy   = 0.06
+)
+
+// spinning reports whether the sandbox kept using CPU after a call
+// ended, and the share of one CPU it used. It costs 2*spinWindow to
+// spinRounds*spinWindow, so it runs only after timeouts. A transport
+// whose Usage fails or reports no CPU at all cannot tell, and the sandbox
+// is taken for idle.
+func (c *Context) spinning() (bool, float64) {
+	u0, err := c.t.Usage()
+	if err != nil || u0.CPU == 0 {
+		c.log.Warn("cannot tell whether the sandbox is still busy after a timeout", "err", err)
+		return false, 0
+	}
+	start, first := time.Now(), u0.CPU
+	t0 := start
+	quiet := 0
+	for range spinRounds {
+		select {
+		case <-time.After(spinWindow):
+		case <-c.t.Done():
+			return false, 0
+		}
+		u1, err := c.t.Usage()
+		if err != nil {
+			c.log.Warn("cannot tell whether the sandbox is still busy after a timeout", "err", err)
+			return false, 0
+		}
+		t1 := time.Now()
+		share := float64(u1.CPU-u0.CPU) / float64(t1.Sub(t0))
+		c.log.Debug("sandbox CPU after a timeout", "share", share)
+		if share >= spinQuiet {
+			quiet = 0
+		} else if quiet++; quiet == 2 {
+			return false, share
+		}
+		u0, t0 = u1, t1
+	}
+	share := float64(u0.CPU-first) / float64(t0.Sub(start))
+	return share >= spinBusy, share
 }
 
 // peakReader is implemented by transports that can read the sandbox's
@@ -575,6 +796,20 @@ func (c *Context) peakMemory() uint64 {
 		return u.PeakMemory
 	}
 	return 0
+}
+
+// capTail cuts s to at most n bytes (and a note), keeping its start and,
+// mostly, its end: a traceback's last lines name the error.
+func capTail(s string, n int) string {
+	if len(s) <= n {
+		return strings.ToValidUTF8(s, "\uFFFD")
+	}
+	head, _ := capText(s, n/4)
+	tail := s[len(s)-(n-n/4):]
+	for i := 0; i < utf8.UTFMax && i < len(tail) && !utf8.RuneStart(tail[0]); i++ {
+		tail = tail[1:]
+	}
+	return head + fmt.Sprintf("\n[... %d bytes cut ...]\n", len(s)-len(head)-len(tail)) + strings.ToValidUTF8(tail, "\uFFFD")
 }
 
 // capText cuts s to at most n bytes on a rune boundary and replaces

@@ -70,7 +70,12 @@ func (h *hostTransport) Stdin() io.WriteCloser { return h.stdin }
 func (h *hostTransport) Stdout() io.Reader     { return h.stdout }
 func (h *hostTransport) Stderr() io.Reader     { return h.stderr }
 func (h *hostTransport) Done() <-chan struct{} { return h.done }
-func (h *hostTransport) Usage() (Usage, error) { return Usage{}, nil }
+
+// Usage reports the CPU time of the driver's process tree, which is
+// what a context samples after a timeout.
+func (h *hostTransport) Usage() (Usage, error) {
+	return Usage{CPU: proctree.CPU(h.cmd.Process.Pid)}, nil
+}
 
 func (h *hostTransport) Signal(_ context.Context, sig syscall.Signal) error {
 	return h.cmd.Process.Signal(sig)

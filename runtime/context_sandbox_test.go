@@ -116,20 +116,25 @@ func runContext(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image, d
 // at DriverDir), and returns the context; the caller closes it.
 func startContext(t *testing.T, e *runtime.Engine, rt string, img *rootfs.Image, drivers string, lang runtime.Language, lim runtime.Limits) *runtime.Context {
 	t.Helper()
+	return startContextWith(t, e, rt, drivers, lang, runtime.Request{Image: img, Limits: lim}, runtime.ContextOptions{})
+}
+
+// startContextWith is startContext with more of the sandbox's request
+// (its Args and the drivers' bind are added) and the context's options.
+func startContextWith(t *testing.T, e *runtime.Engine, rt string, drivers string, lang runtime.Language, req runtime.Request, opts runtime.ContextOptions) *runtime.Context {
+	t.Helper()
 	argv, err := runtime.SandboxCommand(lang, runtime.DriverDir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	sb, err := e.Start(t.Context(), rt, runtime.Request{
-		Image:  img,
-		Args:   argv,
-		Binds:  []rootfs.Bind{{Source: drivers, Target: runtime.DriverDir}},
-		Limits: lim,
-	})
+	req.Args = argv
+	req.Binds = append(req.Binds, rootfs.Bind{Source: drivers, Target: runtime.DriverDir})
+	sb, err := e.Start(t.Context(), rt, req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := runtime.NewContext(t.Context(), sb, runtime.ContextOptions{Language: lang, Workspace: sb.Workspace})
+	opts.Language, opts.Workspace = lang, sb.Workspace
+	c, err := runtime.NewContext(t.Context(), sb, opts)
 	if err != nil {
 		sb.Close()
 		t.Fatal(err)

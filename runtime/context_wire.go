@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -29,9 +30,24 @@ const (
 	wireMagic = "vial1"
 	// wireMaxLine bounds a header or field line.
 	wireMaxLine = 256
-	// wireMaxMessage bounds one message (both capped outputs, a value, a
-	// traceback and a few images fit easily).
-	wireMaxMessage = 64 << 20
+	// wireMaxFields bounds the fields of one message. A result has about
+	// fifteen named fields and at most maxImages images; the rest of the
+	// room is for fields a newer driver may add. Without a bound, a
+	// stream of empty fields ("x 0\n\n", five bytes each) would cost
+	// vial a field header per five bytes a sandbox writes.
+	wireMaxFields = 128
+	// wireMaxStray bounds the bytes vial drains from a driver's output
+	// while no call is waiting for an answer. A driver writes nothing
+	// then, so they come from something else in the sandbox (a forked
+	// child of the driver holds the same pipe); past this much the
+	// context is stopped rather than read forever.
+	wireMaxStray = 4 << 10
+	// wireReadStep is how much of a field is read into memory at once: a
+	// field's length is the sender's claim, so memory grows with the
+	// bytes that actually arrived, never with the claim.
+	wireReadStep = 256 << 10
+	// wireMaxReady bounds the driver's first message (language, version).
+	wireMaxReady = 64 << 10
 )
 
 // Message kinds.
@@ -99,8 +115,10 @@ func (m *wireMsg) encode() []byte {
 
 var errWireLine = errors.New("line too long")
 
-// readWireLine reads one '\n'-terminated line of at most wireMaxLine bytes.
-func readWireLine(r *bufio.Reader) (string, error) {
+// readWireLine reads one '\n'-terminated line of at most wireMaxLine bytes
+// and returns it without the '\n'. The line, newline included, is charged
+// to *budget; a line that does not fit is an error.
+func readWireLine(r *bufio.Reader, budget *int) (string, error) {
 	var line []byte
 	for {
 		frag, err := r.ReadSlice('\n')
@@ -108,7 +126,11 @@ func readWireLine(r *bufio.Reader) (string, error) {
 		if len(line) > wireMaxLine {
 			return "", errWireLine
 		}
+		if len(line) > *budget {
+			return "", errWireTooLarge
+		}
 		if err == nil {
+			*budget -= len(line)
 			return string(line[:len(line)-1]), nil
 		}
 		if !errors.Is(err, bufio.ErrBufferFull) {
@@ -120,11 +142,24 @@ func readWireLine(r *bufio.Reader) (string, error) {
 	}
 }
 
-// readWireMsg reads one message. io.EOF means the stream ended cleanly
-// between messages; any other error means the stream is unusable.
-func readWireMsg(r *bufio.Reader) (*wireMsg, error) {
-	line, err := readWireLine(r)
+// errWireTooLarge is returned by readWireMsg for a message over its limit;
+// readWireMsg wraps it with the limit.
+var errWireTooLarge = errors.New("message too large")
+
+// readWireMsg reads one message of at most limit bytes, every byte
+// counted: the header, the field lines, the data and the newlines that
+// frame them. It reads at most wireMaxFields fields, and memory for a
+// field grows with the bytes that arrive, not with the length the sender
+// announced. io.EOF means the stream ended cleanly between messages; any
+// other error means the stream is unusable.
+func readWireMsg(r *bufio.Reader, limit int) (*wireMsg, error) {
+	budget := limit
+	tooLarge := func() error { return fmt.Errorf("a message larger than %d bytes", limit) }
+	line, err := readWireLine(r, &budget)
 	if err != nil {
+		if err == errWireTooLarge {
+			return nil, tooLarge()
+		}
 		return nil, err
 	}
 	hdr := strings.Fields(line)
@@ -136,26 +171,31 @@ func readWireMsg(r *bufio.Reader) (*wireMsg, error) {
 		return nil, fmt.Errorf("bad message id %q", truncForError(hdr[2]))
 	}
 	m := &wireMsg{Kind: hdr[1], ID: id}
-	budget := wireMaxMessage
 	for {
-		line, err := readWireLine(r)
+		line, err := readWireLine(r, &budget)
 		if err != nil {
+			if err == errWireTooLarge {
+				return nil, tooLarge()
+			}
 			return nil, unexpected(err)
 		}
 		if line == "end" {
 			return m, nil
+		}
+		if len(m.Fields) == wireMaxFields {
+			return nil, fmt.Errorf("more than %d fields in one message", wireMaxFields)
 		}
 		name, size, ok := strings.Cut(line, " ")
 		n, err := strconv.Atoi(size)
 		if !ok || name == "" || err != nil || n < 0 {
 			return nil, fmt.Errorf("bad field line %q", truncForError(line))
 		}
-		if n > budget {
-			return nil, fmt.Errorf("message larger than %d bytes", wireMaxMessage)
+		if n >= budget { // the data and its newline
+			return nil, tooLarge()
 		}
-		budget -= n
-		data := make([]byte, n+1)
-		if _, err := io.ReadFull(r, data); err != nil {
+		budget -= n + 1
+		data, err := readWireData(r, n+1)
+		if err != nil {
 			return nil, unexpected(err)
 		}
 		if data[n] != '\n' {
@@ -163,6 +203,24 @@ func readWireMsg(r *bufio.Reader) (*wireMsg, error) {
 		}
 		m.Fields = append(m.Fields, wireField{Name: name, Data: data[:n]})
 	}
+}
+
+// readWireData reads exactly n bytes, growing its buffer as they arrive
+// (at most wireReadStep at a time), so that a length announced but never
+// sent costs no more memory than what was sent.
+func readWireData(r *bufio.Reader, n int) ([]byte, error) {
+	data := make([]byte, 0, min(n, wireReadStep))
+	for len(data) < n {
+		if len(data) == cap(data) {
+			data = slices.Grow(data, min(n-len(data), max(len(data), wireReadStep)))
+		}
+		k, err := r.Read(data[len(data):min(cap(data), n)])
+		data = data[:len(data)+k]
+		if err != nil && len(data) < n {
+			return nil, err
+		}
+	}
+	return data, nil
 }
 
 func unexpected(err error) error {

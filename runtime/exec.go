@@ -42,11 +42,20 @@ type ExecResult struct {
 	// Dead reports that the context is gone after this call (OOM kill,
 	// crash, or killed because it did not answer an interrupt); its next
 	// use fails with ErrNotFound-class "context is dead".
-	Dead       bool
+	Dead bool
+	// Busy is set with TimedOut and Dead when the interrupted code had
+	// started something that kept using CPU after the call ended (a
+	// thread, a background process): the context was stopped, and its
+	// state is lost, rather than left burning CPU.
+	Busy       bool
 	Duration   time.Duration
 	CPUTime    time.Duration
 	PeakMemory uint64 // bytes
 	Images     []Image
+	// ImagesOmitted counts the images the call made but that were left
+	// out: past 16, or past the context's image byte budget
+	// (ContextOptions.ImageBytes).
+	ImagesOmitted int
 }
 
 // ExecError is an exception or error raised by the executed code.
@@ -71,7 +80,10 @@ type Transport interface {
 	Stderr() io.Reader
 	// Signal delivers sig to the driver process (the sandbox's init).
 	Signal(ctx context.Context, sig syscall.Signal) error
-	// Usage reports the sandbox's resource use so far.
+	// Usage reports the sandbox's resource use so far. Its CPU must
+	// count every process in the sandbox: after a timed-out call a
+	// context samples it to see whether something the call started is
+	// still running (a zero CPU reads as "cannot tell").
 	Usage() (Usage, error)
 	// Done is closed when the driver process has exited.
 	Done() <-chan struct{}

@@ -23,10 +23,6 @@ if [[ ${1-} != --session ]]; then
 		wait "$__vial_child"
 		__vial_status=$?
 		kill -0 "$__vial_child" 2>/dev/null && continue
-		# A session that ended in the middle of a call left its answer.
-		if [[ -s $__vial_d/last ]]; then
-			cat "$__vial_d/last"
-		fi
 		rm -rf "$__vial_d"
 		exit "$__vial_status"
 	done
@@ -35,10 +31,17 @@ fi
 # ---- the session ----------------------------------------------------------
 #
 # fd 3: requests, fd 4: answers (both closed for the user's code, so that
-# its subprocesses never hold them); fd 6: a FIFO the output capturers
-# report on; fds 7 and 8: during a call, the write ends of its stdout and
-# stderr pipes. Between calls fd 1 is /dev/null and fd 2 the driver's own
-# stderr (vial logs it).
+# its subprocesses never hold them); fd 5: a FIFO for the output of
+# `times`; fd 6: a FIFO the output capturers report on; fds 7 and 8:
+# during a call, the write ends of its stdout and stderr pipes. Between
+# calls fd 1 is /dev/null and fd 2 the driver's own stderr (vial logs it).
+# All of them are closed for the user's code.
+#
+# Nothing a call does needs free space in $TMPDIR, which the user's code
+# can fill: everything the driver writes there is made when the session
+# starts (two FIFOs, and two slot files, as large as the output cap, into
+# which the capturers copy each call's output over the last one's); the
+# code comes in a variable and is sourced from a pipe.
 #
 # The user's code runs in this shell, with its own shell options (set -e,
 # set -u, shopt ...), which are swapped for the driver's around each call.
@@ -57,11 +60,20 @@ __vial_path=${PATH:-/usr/local/bin:/usr/bin:/bin}
 __vial_cap=${VIAL_OUTPUT_CAP:-1048576}
 ((__vial_cap >= 1024)) || __vial_cap=1024
 __vial_d=$2 # made, and removed, by the supervisor
-mkfifo "$__vial_d/done" || builtin exit 70
-exec 6<>"$__vial_d/done"
-unset VIAL_OUTPUT_CAP
-# Ends a call's output in its pipes; never in a user's output by chance.
-__vial_mark=$'\x1evial-end-'$RANDOM$RANDOM$RANDOM$RANDOM$RANDOM$'\x1e'
+__vial_sup=$PPID
+mkfifo "$__vial_d/done" "$__vial_d/times" || builtin exit 70
+exec 5<>"$__vial_d/times" 6<>"$__vial_d/done"
+unset VIAL_OUTPUT_CAP VIAL_IMAGE_BYTES
+# The capturers' slots: the cap, in whole KiB, and room for the end mark
+# (their file size limit is the same, so the cap still cuts). Filled with
+# the builtin printf: no process to start.
+__vial_slot=$(((__vial_cap / 1024 + 2) * 1024))
+__vial_out=$__vial_d/out __vial_err=$__vial_d/err
+{ builtin printf '%*s' "$__vial_slot" '' >"$__vial_out" && builtin printf '%*s' "$__vial_slot" '' >"$__vial_err"; } || builtin exit 70
+# Ends a call's output in its pipes (with the call's id, and a NUL after
+# it); never in a user's output by chance.
+__vial_rand=$RANDOM$RANDOM$RANDOM$RANDOM$RANDOM
+__vial_mark=
 # The options the driver runs with, and the user's (the same at first).
 __vial_opts=$SHELLOPTS __vial_shopts=$BASHOPTS
 __vial_uopts=$SHELLOPTS __vial_ushopts=$BASHOPTS
@@ -87,49 +99,52 @@ __vial_switch() {
 	return 0
 }
 
-# capture ID NAME FILE: copies stdin to FILE up to the cap, drains the rest
-# (so writers never block) and reports "ID NAME TRUNCATED" on fd 6. The cap
-# is a file size limit (RLIMIT_FSIZE, whole KiB, with room for the end
-# mark) on cat: cat writes each read at once, so what a call printed is in
-# FILE even while a background job keeps the pipe, and so this capturer,
-# alive. SIGINT is ignored here and in cat: an interrupt is for the user's
-# command, not for its output. Costs two forks and one exec per stream and
-# call; the rest of a call's bookkeeping uses builtins only, except when a
-# background job holds a pipe (a grep per look for the end mark).
+# capture ID NAME SLOT: copies stdin into SLOT, from its start, over what
+# the last call left there, and drains the rest (so writers never block).
+# It reports on fd 6 "ID NAME pid PID" when the copy starts, and "ID NAME
+# TRUNCATED" when the copy reached the end of its input (0) or the cap
+# (1). The cap is a file size limit (RLIMIT_FSIZE, whole KiB, with room
+# for the end mark) on cat: cat writes each read at once, so what a call
+# printed is in SLOT even while a background job keeps the pipe, and so
+# the copy, going; the session then stops the copy (by PID) once it has
+# the call's output, and this capturer drains what the job writes later
+# to /dev/null. SIGINT is ignored here and in cat: an interrupt is for
+# the user's command, not for its output. Costs two forks and one exec
+# per stream and call; the rest of a call's bookkeeping uses builtins
+# only, except when a background job holds a pipe (a grep per look for the
+# end mark).
 __vial_capture() {
 	builtin trap '' INT XFSZ
-	exec 2>/dev/null 3<&- 4>&- 7>&- 8>&-
+	exec 2>/dev/null 3<&- 4>&- 5>&- 7>&- 8>&-
 	builtin ulimit -f "$((__vial_cap / 1024 + 2))"
-	if PATH=$__vial_path command cat >"$3"; then
-		builtin echo "$1 $2 0" >&6
-	else
-		builtin echo "$1 $2 1" >&6
-		PATH=$__vial_path command cat >/dev/null
-	fi
+	PATH=$__vial_path command cat <&0 1<>"$3" &
+	builtin echo "$1 $2 pid $!" >&6
+	builtin wait "$!"
+	case $? in
+	0) builtin echo "$1 $2 0" >&6 ;;
+	137) ;; # stopped by the session, which has the output
+	*) builtin echo "$1 $2 1" >&6 ;;
+	esac
+	PATH=$__vial_path command cat >/dev/null
 }
 
-# marked FILE: whether FILE holds the end mark.
+# marked SLOT: whether SLOT holds the call's end mark.
 __vial_marked() {
 	PATH=$__vial_path command grep -qaF -- "$__vial_mark" "$1" 2>/dev/null
 }
 
-# emit NAME FILE TRUNCATED: FILE's contents up to the end mark and the cap
-# as a wire field, and NAME_truncated if they were cut.
+# emit NAME SLOT TRUNCATED [LENGTH]: the call's output in SLOT as a wire
+# field, and NAME_truncated if it was cut. The output ends at the call's
+# end mark; without one, at the cap if the copy was cut there, or else
+# after LENGTH bytes (how far a copy that was stopped had got).
 __vial_emit() {
-	local LC_ALL=C v n tr=$3 m=${#__vial_mark}
-	if [[ ! -s $2 ]]; then
-		builtin printf '%s 0\n\n' "$1" >&4
-		return
-	fi
-	if ! IFS= builtin read -r -d '' v <"$2"; then
-		# No NUL byte: v holds the whole file (read stops at end of file).
-		if [[ ${v: -m} == "$__vial_mark" ]]; then
-			v=${v:0:${#v}-m}
-		elif [[ $v == *"$__vial_mark"* ]]; then
-			# Late output from a background job follows the mark.
-			n=$(PATH=$__vial_path command grep -aboF -m1 -- "$__vial_mark" "$2")
-			v=${v:0:${n%%:*}}
-		fi
+	local LC_ALL=C v n tr=0 m=${#__vial_mark}
+	[[ $3 == 1 ]] && tr=1
+	# Up to the first NUL: the NUL after the mark, unless the output has
+	# NULs of its own (or no mark).
+	IFS= builtin read -r -d '' v <"$2"
+	if ((${#v} >= m)) && [[ ${v: -m} == "$__vial_mark" ]]; then
+		v=${v:0:${#v}-m}
 		if ((${#v} > __vial_cap)); then
 			v=${v:0:__vial_cap} tr=1
 		fi
@@ -138,8 +153,10 @@ __vial_emit() {
 		n=$(PATH=$__vial_path command grep -aboF -m1 -- "$__vial_mark" "$2")
 		if [[ -n $n ]]; then
 			n=${n%%:*}
+		elif ((tr)); then
+			n=$__vial_cap
 		else
-			n=$(PATH=$__vial_path command wc -c <"$2")
+			n=${4:-0}
 		fi
 		((n > __vial_cap)) && n=$__vial_cap tr=1
 		builtin printf '%s %d\n' "$1" "$n" >&4
@@ -151,27 +168,49 @@ __vial_emit() {
 	fi
 }
 
+# stop NAME: stops the copy of NAME's stream if it is still going (a
+# background job holds the pipe): the slot is the next call's. Without
+# the end mark in the slot, what it copied so far is the output; its
+# length is cat's file offset, read first.
+__vial_stop() {
+	local got=__vial_got_$1 pid=__vial_cat_$1 line
+	[[ ${!got} == [01] || -z ${!pid} ]] && return
+	if [[ -z ${!got} ]]; then
+		while IFS= builtin read -r line; do
+			if [[ $line == pos:* ]]; then
+				builtin printf -v "__vial_len_$1" %d "${line//[!0-9]/}"
+				break
+			fi
+		done <"/proc/${!pid}/fdinfo/1" 2>/dev/null
+	fi
+	builtin kill -KILL "${!pid}" 2>/dev/null
+}
+
 # field NAME VALUE: one wire field with a value held in a variable.
 __vial_field() {
 	local LC_ALL=C
 	builtin printf '%s %d\n%s\n' "$1" "${#2}" "$2" >&4
 }
 
-# cpu_ns: user+system time of the session and its waited-for children.
+# cpu_ns: user+system time of the session and its waited-for children,
+# read back from `times` through the FIFO on fd 5 (two lines).
 __vial_cpu_ns() {
-	local LC_ALL=C IFS=$' \t\n' line total=0 m s f t
-	builtin times >"$__vial_d/times"
-	while builtin read -r line; do
+	local LC_ALL=C IFS=$' \t\n' line total=0 m s f t i
+	builtin times >&5
+	for i in 1 2; do
+		builtin read -r line <&5
 		for t in $line; do
 			[[ $t =~ ^([0-9]+)m([0-9]+)[.,]([0-9]+)s$ ]] || continue
 			m=${BASH_REMATCH[1]} s=${BASH_REMATCH[2]} f=${BASH_REMATCH[3]}000000000
 			total=$((total + (10#$m * 60 + 10#$s) * 1000000000 + 10#${f:0:9}))
 		done
-	done <"$__vial_d/times"
+	done
 	__vial_cpu=$total
 }
 
-# readmsg: reads one request; the code goes to $__vial_d/code.
+# readmsg: reads one request; the code goes to __vial_code (through a
+# pipe: a command substitution, with an x after it so that trailing
+# newlines are kept).
 __vial_readmsg() {
 	local magic name n rest
 	IFS=' ' builtin read -r magic __vial_kind __vial_id <&3 || return 1
@@ -179,12 +218,13 @@ __vial_readmsg() {
 		builtin echo "vial bash driver: bad request header" >&2
 		return 1
 	fi
-	: >"$__vial_d/code"
+	__vial_code=
 	while IFS=' ' builtin read -r name n <&3; do
 		[[ $name == end ]] && return 0
 		[[ $n =~ ^[0-9]+$ ]] || return 1
 		if [[ $name == code ]]; then
-			PATH=$__vial_path command head -c "$n" <&3 >"$__vial_d/code"
+			__vial_code=$(PATH=$__vial_path command head -c "$n" <&3; builtin printf x)
+			__vial_code=${__vial_code%x}
 		else
 			PATH=$__vial_path command head -c "$n" <&3 >/dev/null
 		fi
@@ -240,10 +280,10 @@ builtin trap __vial_atexit EXIT
 __vial_finish() {
 	# Wait for both capturers; a background job still holding a pipe keeps
 	# its capturer alive, and then the output is complete once the end mark
-	# is in the file. At most 250 ms (50 rounds where bash has no
+	# is in the slot. At most 250 ms (50 rounds where bash has no
 	# EPOCHREALTIME), in case neither ever happens.
 	local i id s more now end=
-	__vial_got_out= __vial_got_err=
+	__vial_got_out= __vial_got_err= __vial_cat_out= __vial_cat_err= __vial_len_out= __vial_len_err=
 	now=${EPOCHREALTIME/[.,]/}
 	[[ -n $now ]] && end=$((10#$now + 250000))
 	for ((i = 0; ; i++)); do
@@ -254,22 +294,30 @@ __vial_finish() {
 			((i < 50)) || break
 		fi
 		while IFS=' ' builtin read -r -t 0.001 id s more <&6; do
-			[[ $id == "$__vial_id" && ($s == out || $s == err) ]] && builtin printf -v "__vial_got_$s" %s "$more"
+			[[ $id == "$__vial_id" && ($s == out || $s == err) ]] || continue
+			if [[ $more == pid\ * ]]; then
+				builtin printf -v "__vial_cat_$s" %s "${more#pid }"
+			else
+				builtin printf -v "__vial_got_$s" %s "$more"
+			fi
 		done
 		[[ -n $__vial_got_out && -n $__vial_got_err ]] && break
 		if ((i >= 2)); then
-			[[ -n $__vial_got_out ]] || ! __vial_marked "$__vial_out" || __vial_got_out=0
-			[[ -n $__vial_got_err ]] || ! __vial_marked "$__vial_err" || __vial_got_err=0
+			# m: marked, with the copy still going.
+			[[ -n $__vial_got_out ]] || ! __vial_marked "$__vial_out" || __vial_got_out=m
+			[[ -n $__vial_got_err ]] || ! __vial_marked "$__vial_err" || __vial_got_err=m
 		fi
 	done
+	__vial_stop out
+	__vial_stop err
 	__vial_cpu_ns
 	builtin printf 'vial1 result %s\n' "$__vial_id" >&4
 	__vial_field exit_status "$__vial_status"
 	__vial_field cpu_ns "$((__vial_cpu - __vial_cpu0))"
 	if [[ -n $__vial_intr ]]; then __vial_field interrupted 1; fi
 	if [[ -n $1 ]]; then __vial_field exited 1; fi
-	__vial_emit stdout "$__vial_out" "${__vial_got_out:-0}"
-	__vial_emit stderr "$__vial_err" "${__vial_got_err:-0}"
+	__vial_emit stdout "$__vial_out" "$__vial_got_out" "$__vial_len_out"
+	__vial_emit stderr "$__vial_err" "$__vial_got_err" "$__vial_len_err"
 	builtin printf 'end\n' >&4
 }
 
@@ -285,8 +333,10 @@ __vial_saveopts() {
 	fi
 }
 
-# atexit: when the session ends in the middle of a call, writes the call's
-# answer, marked as the session's last, for the supervisor to send.
+# atexit: when the session ends in the middle of a call, answers it,
+# marked as the session's last. If the call's redirections are still in
+# force, fd 4 is closed: it is opened again from the supervisor's stdout
+# (the same pipe), which needs no free space anywhere.
 __vial_atexit() {
 	__vial_status=$? __vial_uopts=$SHELLOPTS
 	builtin set +xv
@@ -298,15 +348,17 @@ __vial_atexit() {
 		# redirections (it does on the way out of set -e), else fds 1 and
 		# 2: end and close them.
 		if { : >&7; } 2>/dev/null; then
-			builtin printf '%s' "$__vial_mark" >&7
-			builtin printf '%s' "$__vial_mark" >&8
+			builtin printf '%s\0' "$__vial_mark" >&7
+			builtin printf '%s\0' "$__vial_mark" >&8
 		else
-			builtin printf '%s' "$__vial_mark" 2>/dev/null
-			builtin printf '%s' "$__vial_mark" >&2 2>/dev/null
+			builtin printf '%s\0' "$__vial_mark" 2>/dev/null
+			builtin printf '%s\0' "$__vial_mark" >&2 2>/dev/null
 		fi
 		exec 1>/dev/null 2>/dev/null 7>&- 8>&-
-		__vial_finish exited 4>"$__vial_d/last.tmp" &&
-			PATH=$__vial_path command mv "$__vial_d/last.tmp" "$__vial_d/last"
+		{ : >&4; } 2>/dev/null || exec 4>"/proc/$__vial_sup/fd/1" || return
+		{ : >&5; } 2>/dev/null || exec 5<>"$__vial_d/times"
+		{ : >&6; } 2>/dev/null || exec 6<>"$__vial_d/done"
+		__vial_finish exited
 	fi
 }
 
@@ -320,13 +372,9 @@ while __vial_readmsg; do
 		builtin printf 'end\n' >&4
 		continue
 	fi
-	# Each call gets its own files and pipes: a capturer kept alive by a
-	# background job may still be writing the previous ones. They are
-	# removed in batches, one rm per 64 calls.
-	if ((__vial_id % 64 == 0)); then
-		PATH=$__vial_path command rm -f "$__vial_d"/out.* "$__vial_d"/err.*
-	fi
-	__vial_out=$__vial_d/out.$__vial_id __vial_err=$__vial_d/err.$__vial_id
+	__vial_mark=$'\x1e'"vial-end-$__vial_rand-$__vial_id"$'\x1e'
+	# Each call gets its own pipes; a capturer kept alive by a background
+	# job drains the previous ones (its copy into the slot was stopped).
 	# The capturers are not the session's children (the process
 	# substitutions start them in the background and exit), so that the
 	# user's bare `wait` does not wait for them.
@@ -345,14 +393,14 @@ while __vial_readmsg; do
 	if [[ $__vial_uopts != "$__vial_opts" || $__vial_ushopts != "$__vial_shopts" ]]; then
 		__vial_switch "$__vial_opts" "$__vial_shopts" "$__vial_uopts:errtrace:functrace" "$__vial_ushopts"
 	fi
-	builtin source "$__vial_d/code" >&7 2>&8 3<&- 4>&- 6>&- 7>&- 8>&-
+	builtin source <(builtin printf '%s' "$__vial_code") >&7 2>&8 3<&- 4>&- 5>&- 6>&- 7>&- 8>&-
 	__vial_status=$? __vial_uopts=$SHELLOPTS
 	builtin set +xv # the rest is the driver's, not to be traced
 	__vial_incall=
 	__vial_saveopts "$__vial_uopts"
 	builtin trap - DEBUG
-	builtin printf '%s' "$__vial_mark" >&7
-	builtin printf '%s' "$__vial_mark" >&8
+	builtin printf '%s\0' "$__vial_mark" >&7
+	builtin printf '%s\0' "$__vial_mark" >&8
 	exec 7>&- 8>&-
 	__vial_finish
 done

@@ -27,6 +27,30 @@
 
 const fs = require('fs');
 
+// An error's message and its stack are cut to this each (vial cuts them to
+// the same): a huge thrown message must not make the answer too large for
+// vial to read.
+const ERR_CAP = 64 << 10;
+
+// cutBytes cuts s to at most n bytes of UTF-8, on a character boundary.
+function cutBytes(s, n) {
+  if (s.length <= n / 3) return s;
+  const b = Buffer.from(s);
+  if (b.length <= n) return s;
+  return b.subarray(0, n).toString().replace(/\uFFFD$/, '');
+}
+
+// cutText cuts s to at most n bytes, keeping its start and, mostly, its
+// end (where a stack names the error), with a note between.
+function cutText(s, n) {
+  if (s.length <= n / 3) return s;
+  const b = Buffer.from(s);
+  if (b.length <= n) return s;
+  const head = n >> 2;
+  const tail = n - head - 64;
+  return `${b.subarray(0, head).toString()}\n[... ${b.length - head - tail} bytes cut ...]\n${b.subarray(b.length - tail).toString()}`;
+}
+
 if (process.argv[2] === '--kernel') {
   kernel();
 } else {
@@ -38,6 +62,7 @@ function parent() {
   const crypto = require('crypto');
   const CAP = Number(process.env.VIAL_OUTPUT_CAP) || 1 << 20;
   delete process.env.VIAL_OUTPUT_CAP;
+  delete process.env.VIAL_IMAGE_BYTES;
   const SENTINEL = Buffer.from(`\0vial-end-${crypto.randomBytes(12).toString('hex')}\0`);
 
   function writeAll(fd, buf) {
@@ -168,7 +193,7 @@ function parent() {
       process.exit(status);
     });
   });
-  kid.send({ type: 'init', sentinel: SENTINEL.toString('latin1') });
+  kid.send({ type: 'init', sentinel: SENTINEL.toString('latin1'), cap: CAP });
 
   process.on('SIGINT', () => {
     try {
@@ -200,9 +225,12 @@ function parent() {
     const [so, se] = await Promise.all([out.next(), err.next()]);
     current = null;
     const f = [];
-    if (m.hasValue) f.push(['value', m.value]);
+    // The kernel cuts these already; this keeps the answer bounded
+    // whatever the kernel sends.
+    if (m.hasValue) f.push(['value', cutBytes(String(m.value), CAP)]);
     if (m.error) {
-      f.push(['error_name', m.error.name], ['error_message', m.error.message], ['traceback', m.error.stack]);
+      f.push(['error_name', cutBytes(String(m.error.name), 256)], ['error_message', cutText(String(m.error.message), ERR_CAP)],
+        ['traceback', cutText(String(m.error.stack), ERR_CAP)]);
     }
     f.push(['exit_status', m.exitStatus != null ? m.exitStatus : m.error ? 1 : 0], ['cpu_ns', m.cpuNs], ['peak_rss', m.peakRss]);
     if (m.interrupted) f.push(['interrupted', 1]);
@@ -282,6 +310,7 @@ function kernel() {
   } catch (e) {}
 
   let sentinel = null;
+  let CAP = 1 << 20;
   let cell = 0;
   let abort = null; // abort(err) ends the running call's await with err
 
@@ -418,10 +447,15 @@ function kernel() {
       }
       if (v !== undefined) {
         res.hasValue = true;
-        res.value = util.inspect(v);
+        res.value = cutBytes(util.inspect(v), CAP);
       }
     } catch (e) {
       res.error = describe(e, filename);
+      res.error = {
+        name: cutBytes(res.error.name, 256),
+        message: cutText(res.error.message, ERR_CAP),
+        stack: cutText(res.error.stack, ERR_CAP),
+      };
       if (res.error.name === 'Interrupted') res.interrupted = true;
       if (e && e[EXIT] !== undefined) {
         res.exitStatus = e[EXIT];
@@ -436,6 +470,7 @@ function kernel() {
   process.on('message', async (m) => {
     if (m.type === 'init') {
       sentinel = Buffer.from(m.sentinel, 'latin1');
+      CAP = m.cap || CAP;
       process.send({ type: 'ready' });
       return;
     }

@@ -28,9 +28,15 @@ import os
 import sys
 import time
 
-CAP = int(os.environ.get("VIAL_OUTPUT_CAP", str(1 << 20)))
+CAP = int(os.environ.pop("VIAL_OUTPUT_CAP", "") or 1 << 20)
 VALUE_CAP = CAP
+# An error's message and its traceback are cut to this each (vial cuts
+# them to the same): a 34 MB exception message must not make the answer
+# too large for vial to read.
+ERR_CAP = 64 << 10
 MAX_IMAGES = 16
+IMAGE_BYTES = int(os.environ.pop("VIAL_IMAGE_BYTES", "") or 4 << 20)
+BLOCKED_IMPORTS = os.environ.pop("VIAL_BLOCKED_IMPORTS", "")
 DRIVER_FILE = os.path.abspath(__file__)
 SENTINEL = ("\x00vial-end-%s\x00" % os.urandom(12).hex()).encode()
 
@@ -307,10 +313,14 @@ def _system(command):
 # --- matplotlib -----------------------------------------------------------------
 
 _images = []
+_images_omitted = 0
 
 
 def _grab_figures():
-    """Renders every open pyplot figure to PNG and closes it."""
+    """Renders every open pyplot figure to PNG and closes it. A call keeps
+    at most MAX_IMAGES images of IMAGE_BYTES together; the others are
+    counted in _images_omitted."""
+    global _images_omitted
     plt = sys.modules.get("matplotlib.pyplot")
     if plt is None:
         return
@@ -319,11 +329,16 @@ def _grab_figures():
     try:
         for num in plt.get_fignums():
             if len(_images) >= MAX_IMAGES:
-                break
+                _images_omitted += 1
+                continue
             fig = plt.figure(num)
             b = io.BytesIO()
             fig.savefig(b, format="png", bbox_inches="tight")
-            _images.append(b.getvalue())
+            png = b.getvalue()
+            if len(png) > IMAGE_BYTES - sum(len(i) for i in _images):
+                _images_omitted += 1
+            else:
+                _images.append(png)
         plt.close("all")
     except Exception as e:  # a broken figure must not break the call
         sys.stderr.write("vial: capturing figures: %r\n" % (e,))
@@ -389,6 +404,206 @@ class _ImportHook:
         if spec.loader is not None and hasattr(spec.loader, "exec_module"):
             spec.loader = _PatchingLoader(spec.loader, patch)
         return spec
+
+
+# --- blocked imports -----------------------------------------------------------
+#
+# VIAL_BLOCKED_IMPORTS is the operator's blocked_imports: comma-separated
+# rules, each a module (`subprocess`, which blocks its submodules too) or a
+# module's attribute (`os.system`). It is a guard in front of the sandbox,
+# not the sandbox itself: it stops the obvious ways code names a module or
+# a function, and code that wants to can get around it (a module already
+# loaded is in sys.modules and in the libraries that imported it, e.g.
+# asyncio.subprocess.subprocess; os.system is also posix.system; ctypes
+# can call anything). What protects the host is the sandbox.
+#
+# A module rule refuses an import requested by the user's code: its cells,
+# code they exec, and modules outside the installed Python (the workspace,
+# /tmp, the user's site directory). Imports made by the standard library
+# or installed packages go on, so that `import asyncio` or matplotlib
+# still work although they import subprocess themselves. Imports are
+# checked in builtins.__import__ (so a module the driver or the start-up
+# already loaded is covered), in importlib.import_module, and by a finder
+# first on sys.meta_path (for the other ways into the import system). An
+# attribute rule replaces the attribute, for everyone, as soon as its
+# module is loaded: with a function that raises PermissionError, or an
+# object that does on any use.
+
+_POLICY = (" is blocked by the operator's policy (blocked_imports); this is a guard"
+           " in front of the sandbox, not the sandbox itself")
+# Code under these directories is the installed Python's (standard library
+# and site-packages), which the user cannot change in a sandbox.
+_TRUSTED = tuple(sorted({os.path.join(p, d) + os.sep
+                         for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)
+                         for d in ("lib", "lib64")}))
+_rules = ()
+
+
+def _parse_rules(spec):
+    rules = []
+    for r in spec.split(","):
+        r = r.strip()
+        if not r:
+            continue
+        if all(part.isidentifier() for part in r.split(".")):
+            rules.append(r)
+        else:
+            os.write(2, ("vial python driver: ignoring blocked import %r\n" % r).encode())
+    return tuple(rules)
+
+
+def _rule_for(name):
+    """The rule that blocks importing module name, or None."""
+    for r in _rules:
+        if name == r or name.startswith(r + "."):
+            return r
+    return None
+
+
+def _user_frame(f):
+    """Whether frame f, the first that is not the import system's, is the
+    user's code rather than the driver's or the installed Python's."""
+    while f is not None:
+        fn = f.f_code.co_filename
+        if fn.startswith("<frozen importlib") or (
+                fn.startswith(_TRUSTED) and fn.endswith(os.sep + os.path.join("importlib", "__init__.py"))):
+            f = f.f_back
+            continue
+        return not (fn == DRIVER_FILE or fn.startswith(_TRUSTED) or fn.startswith("<frozen "))
+    return False
+
+
+def _refuse(rule, name):
+    raise ImportError("import of %r%s" % (rule, _POLICY), name=name)
+
+
+def _check_import(name, fromlist, frame):
+    rule = _rule_for(name)
+    if rule is None and fromlist:
+        for item in fromlist:
+            if isinstance(item, str) and item != "*":
+                rule = _rule_for(name + "." + item)
+                if rule is not None:
+                    break
+    if rule is not None and _user_frame(frame):
+        _refuse(rule, name)
+
+
+def _absolute(name, globals, level):
+    if level <= 0:
+        return name
+    pkg = (globals or {}).get("__package__") or ""
+    bits = pkg.rsplit(".", level - 1)
+    if not pkg or len(bits) < level:
+        return name  # the import system reports the error
+    return bits[0] + "." + name if name else bits[0]
+
+
+class _BlockedFinder:
+    """First on sys.meta_path: refuses a blocked module that is not loaded
+    yet when the user's code asks for it by a way that does not pass
+    through builtins.__import__."""
+
+    def find_spec(self, name, path=None, target=None):
+        rule = _rule_for(name)
+        if rule is not None and _user_frame(sys._getframe(1)):
+            _refuse(rule, name)
+        return None
+
+
+class _BlockedModule(type(sys)):
+    def __getattr__(self, attr):
+        raise PermissionError(self.__doc__)
+
+
+class _BlockedValue:
+    def __init__(self, msg):
+        object.__setattr__(self, "_msg", msg)
+
+    def _deny(self, *args, **kwargs):
+        raise PermissionError(object.__getattribute__(self, "_msg"))
+
+    def __getattr__(self, attr):
+        self._deny()
+
+    __call__ = __getitem__ = __iter__ = __len__ = __contains__ = __setattr__ = _deny
+    __bool__ = __int__ = __str__ = __fspath__ = _deny
+
+    def __repr__(self):
+        return "<%s>" % object.__getattribute__(self, "_msg")
+
+
+def _blocker(rule, orig):
+    msg = "use of %r%s" % (rule, _POLICY)
+    if isinstance(orig, type(sys)):
+        return _BlockedModule(orig.__name__, msg)
+    if callable(orig):
+        def blocked(*args, **kwargs):
+            raise PermissionError(msg)
+
+        blocked.__name__ = blocked.__qualname__ = getattr(orig, "__name__", rule.rpartition(".")[2])
+        blocked.__doc__ = msg
+        return blocked
+    return _BlockedValue(msg)
+
+
+def _attr_patch(attrs):
+    def patch(module):
+        for rule, attr in attrs:
+            if hasattr(module, attr):
+                setattr(module, attr, _blocker(rule, getattr(module, attr)))
+    return patch
+
+
+def _patch_importlib(importlib):
+    orig = importlib.import_module
+
+    def import_module(name, package=None):
+        if _rules:
+            absolute = name
+            if name.startswith("."):
+                level = len(name) - len(name.lstrip("."))
+                absolute = _absolute(name[level:], {"__package__": package}, level)
+            _check_import(absolute, (), sys._getframe(1))
+        return orig(name, package)
+
+    import_module.__doc__ = orig.__doc__
+    importlib.import_module = import_module
+
+
+def _install_blocked(patches):
+    """Installs the rules of VIAL_BLOCKED_IMPORTS, before any user code:
+    the __import__ wrapper and the finder, and the attribute patches (at
+    once for loaded modules, through patches and the import hook for the
+    others)."""
+    global _rules
+    _rules = _parse_rules(BLOCKED_IMPORTS)
+    if not _rules:
+        return
+    orig_import = builtins.__import__
+
+    def __import__(name, globals=None, locals=None, fromlist=(), level=0):
+        _check_import(_absolute(name, globals, level), fromlist, sys._getframe(1))
+        return orig_import(name, globals, locals, fromlist, level)
+
+    __import__.__doc__ = orig_import.__doc__
+    builtins.__import__ = __import__
+    attrs = {}
+    for r in _rules:
+        mod, _, attr = r.rpartition(".")
+        if mod:
+            attrs.setdefault(mod, []).append((r, attr))
+    attrs.setdefault("importlib", [])
+    for mod, pairs in attrs.items():
+        patch = _attr_patch(pairs)
+        if mod == "importlib":
+            patch = (lambda p: lambda m: (_patch_importlib(m), p(m)))(patch)
+        if mod in patches:
+            patch = (lambda a, b: lambda m: (a(m), b(m)))(patches[mod], patch)
+        if sys.modules.get(mod) is not None:
+            patch(sys.modules[mod])
+        else:
+            patches[mod] = patch
 
 
 # --- running code ------------------------------------------------------------
@@ -457,6 +672,34 @@ def _drop_driver_frames(traceback, te, seen):
         _drop_driver_frames(traceback, sub, seen)
 
 
+def _cut(s, n):
+    """Cuts text s to at most n bytes of UTF-8, keeping its start and,
+    mostly, its end (where a traceback names the error), with a note
+    between."""
+    b = s.encode("utf-8", "surrogateescape")
+    if len(b) <= n:
+        return s
+    head, tail = n // 4, n - n // 4 - 64
+    return "%s\n[... %d bytes cut ...]\n%s" % (
+        b[:head].decode("utf-8", "surrogateescape"), len(b) - head - tail,
+        b[-tail:].decode("utf-8", "surrogateescape"))
+
+
+def _cut_messages(te, seen):
+    """Cuts the message of a TracebackException, and of those chained to
+    it, before it is formatted: a huge message would otherwise fill the
+    traceback."""
+    if te is None or id(te) in seen:
+        return
+    seen.add(id(te))
+    if isinstance(getattr(te, "_str", None), str) and len(te._str) > ERR_CAP // 4:
+        te._str = _cut(te._str, ERR_CAP // 4)
+    _cut_messages(te.__cause__, seen)
+    _cut_messages(te.__context__, seen)
+    for sub in getattr(te, "exceptions", None) or ():
+        _cut_messages(sub, seen)
+
+
 def _error_fields(e):
     import traceback
 
@@ -471,10 +714,12 @@ def _error_fields(e):
     try:
         te = traceback.TracebackException(t, e, e.__traceback__)
         _drop_driver_frames(traceback, te, set())
+        _cut_messages(te, set())
         tb = "".join(te.format())
     except Exception:
         tb = "".join(traceback.format_exception(t, e, e.__traceback__))
-    return [("error_name", name), ("error_message", msg), ("traceback", tb)]
+    return [("error_name", name[:256]), ("error_message", _cut(msg, ERR_CAP)),
+            ("traceback", _cut(tb, ERR_CAP))]
 
 
 def _cap(s):
@@ -549,7 +794,7 @@ def _reset_streams(out, err):
 
 
 def main():
-    global _stdout, _stderr
+    global _stdout, _stderr, _images_omitted
     import io
 
     try:
@@ -579,8 +824,13 @@ def main():
     }
     for name in [n for n in patches if sys.modules.get(n) is not None]:
         patches.pop(name)(sys.modules[name])  # imported at start-up (site)
-    sys.meta_path.insert(0, _ImportHook(patches))
     os.system = _system
+    _install_blocked(patches)
+    sys.meta_path.insert(0, _ImportHook(patches))
+    if _rules:
+        # First, so that no other finder (the patching hook included)
+        # asks for a blocked module on the user's behalf.
+        sys.meta_path.insert(0, _BlockedFinder())
     _signal.signal(_signal.SIGINT, _on_sigint)
     # Without a handler SIGTERM would be ignored if we were pid 1.
     _signal.signal(_signal.SIGTERM, lambda s, f: os._exit(143))
@@ -603,6 +853,7 @@ def main():
         code = fields.get("code", b"").decode("utf-8", "replace")
         _reset_streams(out, err)
         del _images[:]
+        _images_omitted = 0
         res = execute(code, out, err)
         for s in (sys.stdout, sys.stderr):
             try:
@@ -619,6 +870,8 @@ def main():
         if se_tr:
             res.append(("stderr_truncated", "1"))
         res += [("image_png", png) for png in _images]
+        if _images_omitted:
+            res.append(("images_omitted", str(_images_omitted)))
         del _images[:]
         send("result", mid, res)
 
