@@ -48,6 +48,7 @@ type Resolved struct {
 	MCPSettings MCPSettings
 	HITL        HITL
 	Logging     Logging
+	Pool        Pool
 
 	// Warnings are problems that do not stop vial but that an operator
 	// must see: local mode, enabled tools vial does not implement, ...
@@ -166,6 +167,15 @@ type HITL struct {
 	// Unattended are tool patterns allowed to run when a call needs a
 	// human and the client cannot ask one; empty denies such calls.
 	Unattended []string
+}
+
+// Pool is [pool]: seed 002's session pool.
+type Pool struct {
+	Size      int // warm sandboxes per environment and language; 0: none
+	Lifetime  time.Duration
+	Wait      time.Duration // how long a request waits for a warm one
+	OnEmpty   string        // "start" on demand, or "fail"
+	Languages []string
 }
 
 // Logging is [logging].
@@ -439,6 +449,14 @@ func (r *Resolved) decode(t *node, cat *catalogue, v *vars, opts *Options) {
 		AutoApprovePatterns: nonNil(h.get("auto_approve_patterns").strings()),
 		Timeout:             time.Duration(intAt(h, "timeout_seconds")) * time.Second,
 		Unattended:          nonNil(h.get("unattended").strings()),
+	}
+	pl := t.get("pool")
+	r.Pool = Pool{
+		Size:      int(intAt(pl, "size")),
+		Lifetime:  time.Duration(intAt(pl, "lifetime_minutes")) * time.Minute,
+		Wait:      time.Duration(intAt(pl, "wait_seconds")) * time.Second,
+		OnEmpty:   strAt(pl, "on_empty"),
+		Languages: nonNil(pl.get("languages").strings()),
 	}
 	lg := t.get("logging")
 	r.Logging = Logging{

@@ -518,6 +518,16 @@ var (
 		"unattended": strs(checkPattern),
 	})
 
+	// poolSpec is seed 002's session pool: warm sandboxes per environment
+	// and language in use.
+	poolSpec = table(map[string]*spec{
+		"size":             integer(0, 64),
+		"lifetime_minutes": integer(1, 1440),
+		"wait_seconds":     integer(0, 600),
+		"on_empty":         strEnum("start", "fail"),
+		"languages":        strsEnum("python", "javascript", "bash"),
+	})
+
 	loggingSpec = table(map[string]*spec{
 		"level":          strEnum("debug", "info", "warn", "warning", "error"),
 		"format":         strEnum("text", "json"),
@@ -590,6 +600,7 @@ func layerSpec(k fileKind) *spec {
 		"mcp":     mcpSpec,
 		"hitl":    hitlSpec,
 		"logging": loggingSpec,
+		"pool":    poolSpec,
 	}
 	switch k {
 	case fileSystem:

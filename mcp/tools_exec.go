@@ -372,9 +372,10 @@ func (s *Server) renderExec(res service.RunResult, contextID string) *mcpgo.Call
 		images = append(images, mcpgo.NewImageContent(base64.StdEncoding.EncodeToString(img.Data), img.MIMEType))
 	}
 	v.Images = len(images)
+	dropped += r.ImagesOmitted // left out already by the context
 	if dropped > 0 {
-		notes = append(notes, fmt.Sprintf("[%d image(s) (%s) left out: at most %d images and %s of images per call; save figures to /workspace and read them with read_file if you need them]",
-			dropped, human.Bytes(uint64(droppedBytes)), maxImages, human.Bytes(uint64(s.budget/2))))
+		notes = append(notes, fmt.Sprintf("[%d image(s) left out: at most %d images and %s of images per call; save figures to /workspace and read them with read_file if you need them]",
+			dropped, maxImages, human.Bytes(uint64(s.budget/2))))
 	}
 
 	// The texts, cut to fit what is left.
@@ -468,6 +469,8 @@ func statusLine(r service.ExecResult, v execView, timeout time.Duration) string 
 		if r.Dead {
 			st += "; the context is gone and its state is lost (use create_context, or call again without context_id for a fresh default context)"
 		}
+	case r.TimedOut && r.Busy:
+		st = fmt.Sprintf("TIMED OUT after %s: the code was interrupted, but something it started (a thread or a background process) kept using CPU, so the context was stopped and its state is lost", human.Duration(timeout))
 	case r.TimedOut && r.Dead:
 		st = fmt.Sprintf("TIMED OUT after %s: the code did not stop when interrupted, so the context was killed and its state is lost", human.Duration(timeout))
 	case r.TimedOut:

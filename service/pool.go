@@ -287,7 +287,7 @@ func (p *pool) start(k poolKey, env Environment) (_ *member, err error) {
 		}
 	}
 	t0 := time.Now()
-	sb, err := svc.provider.Start(ctx, StartRequest{Language: k.lang, Env: env, Workspace: ws})
+	sb, err := svc.provider.Start(ctx, StartRequest{Language: k.lang, Env: env, Workspace: ws, DriverEnv: runtime.DriverEnv(svc.opts.Context)})
 	if err != nil {
 		release()
 		if ws != nil {

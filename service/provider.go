@@ -31,6 +31,10 @@ type StartRequest struct {
 	Language  Language
 	Env       Environment
 	Workspace Workspace // nil: a private one
+	// DriverEnv tells the driver the caps vial reads its answers with
+	// (runtime.DriverEnv); the provider adds it to the sandbox's
+	// environment.
+	DriverEnv []string
 }
 
 // Sandbox is a running context driver: the transport to it (stdio,

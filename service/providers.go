@@ -113,7 +113,7 @@ func (p *EngineProvider) Start(ctx context.Context, r StartRequest) (Sandbox, er
 	sb, err := p.eng.Start(ctx, r.Env.Runtime, runtime.Request{
 		Image:     img,
 		Args:      argv,
-		Env:       r.Env.Env,
+		Env:       append(append([]string{}, r.Env.Env...), r.DriverEnv...),
 		Binds:     []rootfs.Bind{{Source: p.driverDir, Target: runtime.DriverDir}},
 		Limits:    r.Env.Limits,
 		Workspace: ws,
@@ -210,7 +210,7 @@ func (p *LocalProvider) Start(ctx context.Context, r StartRequest) (Sandbox, err
 		}
 		cleanup = func() error { return p.ws.Remove(dir) }
 	}
-	t, err := local.Start(r.Language, p.driverDir, dir, r.Env.Env, r.Env.Limits.WithDefaults(), cleanup)
+	t, err := local.Start(r.Language, p.driverDir, dir, append(append([]string{}, r.Env.Env...), r.DriverEnv...), r.Env.Limits.WithDefaults(), cleanup)
 	if err != nil {
 		if cleanup != nil {
 			cleanup()

@@ -444,7 +444,7 @@ func (s *Service) oneShot(ctx context.Context, lang Language, env Environment) (
 	if err != nil {
 		return nil, err
 	}
-	sb, err := s.provider.Start(ctx, StartRequest{Language: lang, Env: env})
+	sb, err := s.provider.Start(ctx, StartRequest{Language: lang, Env: env, DriverEnv: runtime.DriverEnv(s.opts.Context)})
 	if err != nil {
 		release()
 		return nil, startError(lang, env, err)

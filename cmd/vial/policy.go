@@ -2,10 +2,10 @@ package main
 
 import (
 	"slices"
-	"strings"
 
 	"github.com/vial-run/vial/config"
 	"github.com/vial-run/vial/policy"
+	"github.com/vial-run/vial/runtime"
 )
 
 // policyFromConfig maps the resolved configuration onto the policy rules
@@ -59,11 +59,8 @@ func policyFromConfig(res *config.Resolved, offered []string) *policy.Rules {
 
 // blockedImportsEnv is the variable that hands the Python driver its
 // import hook's list (the hook is the real check; the policy's scan of
-// the code is a guard in front of it). "" when nothing is blocked.
-func blockedImportsEnv(r *policy.Rules) string {
-	list := r.BlockedImportsFor(policy.PythonTool)
-	if len(list) == 0 {
-		return ""
-	}
-	return "VIAL_BLOCKED_IMPORTS=" + strings.Join(list, ",")
+// the code is a guard in front of it). "" when nothing is blocked; an
+// entry the hook cannot use is an error.
+func blockedImportsEnv(r *policy.Rules) (string, error) {
+	return runtime.BlockedImportsEnv(r.BlockedImportsFor(policy.PythonTool))
 }

@@ -58,6 +58,11 @@ type serveConfig struct {
 	ApprovalTimeout time.Duration
 	// Agent is the agent whose configuration applies.
 	Agent string
+	// Pool keeps sandboxes warm (seed 002's session pool).
+	Pool service.PoolOptions
+	// QueueWait is how long a request waits for a sandbox slot when all
+	// are taken (seed 000's bounded executor); 0 refuses at once.
+	QueueWait time.Duration
 }
 
 // serveTeardownTimeout bounds the teardown of every sandbox at exit.
@@ -82,6 +87,8 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 	maxContexts := fs.Int("max-contexts", service.DefaultMaxSandboxes, "maximum number of live sandboxes: contexts (default ones included) and one-shot runs")
 	idle := fs.Duration("idle-timeout", service.DefaultIdleTimeout, "stop a context unused for this long (0: never)")
 	lifetime := fs.Duration("max-lifetime", service.DefaultMaxLifetime, "stop a context this long after it started (0: never)")
+	poolSize := fs.Int("pool-size", 3, "warm sandboxes kept ready per environment and language in use, for create_context and execute_python (0: none)")
+	queueWait := fs.Duration("queue-wait", 30*time.Second, "how long a call waits for a sandbox when --max-contexts are all in use (0: refuse at once)")
 	tools := fs.String("tools", "", "comma-separated tools to offer (default: all of "+strings.Join(mcp.ToolNames(), ",")+")")
 	legacy := fs.Bool("legacy-protocol", false, "answer server/discover with Method not found so clients use the initialize handshake")
 	agent := fs.String("agent", "", "agent ID whose configuration applies (runtime, image, limits, tools)")
@@ -120,6 +127,8 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 			MaxFileBytes:   maxFile.bytes,
 		},
 		MaxContexts:      *maxContexts,
+		Pool:             service.PoolOptions{Size: *poolSize},
+		QueueWait:        *queueWait,
 		IdleTimeout:      *idle,
 		MaxLifetime:      *lifetime,
 		AllowUnsandboxed: *allowLocal,
@@ -234,6 +243,8 @@ func openService(ctx context.Context, g *globals, cfg serveConfig) (*service.Ser
 		ApprovalTimeout: cfg.ApprovalTimeout,
 		Agent:           cfg.Agent,
 		MaxSandboxes:    cfg.MaxContexts,
+		AdmissionWait:   cfg.QueueWait,
+		Pool:            cfg.Pool,
 		IdleTimeout:     neverIfZero(cfg.IdleTimeout),
 		MaxLifetime:     neverIfZero(cfg.MaxLifetime),
 		Log:             g.Log,

@@ -106,8 +106,15 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 		return fmt.Errorf("the configuration's policy: %w", err)
 	}
 	cfg.ApprovalTimeout = res.HITL.Timeout
+	if !set["pool-size"] {
+		cfg.Pool = poolFromConfig(res.Pool)
+	}
 	cfg.Agent = agent
-	if kv := blockedImportsEnv(cfg.Policy); kv != "" {
+	kv, err := blockedImportsEnv(cfg.Policy)
+	if err != nil {
+		return err
+	}
+	if kv != "" {
 		cfg.Env.Env = append(cfg.Env.Env, kv)
 		for name, e := range cfg.Environments {
 			e.Env = append(e.Env, kv)
@@ -213,4 +220,13 @@ func envList(m map[string]string) []string {
 		out = append(out, k+"="+m[k])
 	}
 	return out
+}
+
+// poolFromConfig maps [pool] onto the service's pool options.
+func poolFromConfig(p config.Pool) service.PoolOptions {
+	o := service.PoolOptions{Size: p.Size, Lifetime: p.Lifetime, Wait: p.Wait, FailWhenEmpty: p.OnEmpty == "fail"}
+	for _, l := range p.Languages {
+		o.Languages = append(o.Languages, service.Language(l))
+	}
+	return o
 }

@@ -156,10 +156,11 @@ func (t *Transport) Stdout() io.Reader     { return t.stdout }
 func (t *Transport) Stderr() io.Reader     { return t.stderr }
 func (t *Transport) Done() <-chan struct{} { return t.done }
 
-// Usage reports only the memory limit: a host process has no cgroup to
-// read back from.
+// Usage reports the CPU time of the driver's process tree (which tells a
+// context whether something still spins after a timeout) and the memory
+// limit: a host process has no cgroup to read the rest back from.
 func (t *Transport) Usage() (runtime.Usage, error) {
-	return runtime.Usage{MemoryLimit: t.memLimit}, nil
+	return runtime.Usage{MemoryLimit: t.memLimit, CPU: proctree.CPU(t.cmd.Process.Pid)}, nil
 }
 
 func (t *Transport) Signal(_ context.Context, sig syscall.Signal) error {

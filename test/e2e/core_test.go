@@ -129,7 +129,8 @@ func post(t *testing.T, url, token string) int {
 // client cannot list, run in, read, write or stop the first one's.
 func TestHTTPSessionsAndToken(t *testing.T) {
 	const token = "e2e-http-token-0123456789abcdef"
-	h := startHTTPServe(t, []string{"VIAL_HTTP_TOKEN=" + token})
+	// No warm pool: the test counts the sandboxes each session holds.
+	h := startHTTPServe(t, []string{"VIAL_HTTP_TOKEN=" + token}, "--pool-size", "0")
 	for _, tc := range []struct {
 		token string
 		want  int
