@@ -188,10 +188,10 @@ function where(p) {
 
 function fillValues(tbody, values) {
   tbody.replaceChildren(...values.map(v => el('tr', {'data-key': v.key, class: 'layer-' + v.layer.replace(/[^a-z]/g, '')},
-    el('td', {class: 'mono', text: v.key}),
+    el('td', {class: 'mono key', text: v.key}),
     el('td', {class: 'mono' + (v.secret ? ' secret' : ''), text: v.text, title: v.secret ? 'a secret: masked by the server' : ''}),
-    el('td', {text: v.layer + (v.name ? ' ' + v.name : '')}),
-    el('td', {class: 'mono dim', text: v.file + (v.line ? ':' + v.line : '')}))));
+    el('td', {class: 'layer', text: v.layer + (v.name ? ' ' + v.name : '')}),
+    el('td', {class: 'mono dim file', text: v.file + (v.line ? ':' + v.line : '')}))));
 }
 
 // The editor: a textarea with a gutter of line numbers; a problem's line
@@ -436,6 +436,10 @@ async function answer(id, approve, card) {
   try {
     await api('POST', `/api/v1/approvals/${encodeURIComponent(id)}/${approve ? 'approve' : 'deny'}`);
     card.classList.add(approve ? 'approved' : 'denied');
+    const badge = $('#approval-count');
+    const n = Math.max(0, Number(badge.textContent) - 1);
+    badge.textContent = String(n);
+    badge.hidden = n === 0;
     $('.msg', card).textContent = approve ? 'Approved: it runs now.' : 'Denied.';
     setTimeout(refreshApprovals, 1500);
   } catch (e) {
