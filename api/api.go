@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/containerd/errdefs"
 )
@@ -151,13 +152,21 @@ func New(o Options) (*API, error) {
 // ServeHTTP serves the API; mount it at /api/.
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) { a.handler.ServeHTTP(w, r) }
 
-// Close cancels a running image build and waits for it to stop.
+// Close cancels a running image build and waits for it to stop, at most
+// closeWait.
 func (a *API) Close() {
 	a.cancel()
 	if b := a.builds.lastBuild(); b != nil {
-		<-b.finished
+		select {
+		case <-b.finished:
+		case <-time.After(closeWait):
+			a.log.Warn("an image build did not stop in time", "build", b.ID, "waited", closeWait)
+		}
 	}
 }
+
+// closeWait bounds how long Close waits for a cancelled build.
+const closeWait = 15 * time.Second
 
 // wrap turns a handler that returns an error into an http.Handler.
 func (a *API) wrap(h func(*API, http.ResponseWriter, *http.Request) error) http.Handler {
