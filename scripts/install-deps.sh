@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what vial needs on a Debian/Ubuntu host, as root: the OCI
 # runtimes (runc, crun, gVisor's runsc), the tools that build images, and
-# the interpreters the built-in host image offers. Idempotent.
+# the interpreters the built-in host image offers, and Chromium for the
+# browser test of the operator page. Idempotent.
 set -euo pipefail
 
 RUNSC_VERSION=v0.0.0-20260905035102-160fafc42237
@@ -12,7 +13,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 need=()
-for pkg in runc crun busybox-static mmdebstrap python3 nodejs zstd iproute2 procps; do
+# chromium is a test dependency: the operator page's browser test drives it
+# headless (cmd/vial/browser_test.go).
+for pkg in runc crun busybox-static mmdebstrap python3 nodejs zstd iproute2 procps chromium; do
 	dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 # npm installs the test clients and servers (Debian packages it apart from

@@ -6,12 +6,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/containerd/errdefs"
 
 	"github.com/vial-run/vial/config"
 	"github.com/vial-run/vial/rootfs"
@@ -303,67 +306,88 @@ func rootfsBuild(ctx context.Context, g *globals, args []string) int {
 		fmt.Fprintln(g.Stderr, "vial rootfs build: --env and --agent exclude each other")
 		return usage()
 	}
-	fromConfig := *env != "" || *agent != ""
-	if len(pos) > 1 || (len(pos) == 0 && !fromConfig) {
+	if len(pos) > 1 || (len(pos) == 0 && *env == "" && *agent == "") {
 		return usage()
 	}
-	recipe := ""
+	req := imageBuild{Name: *name, Environment: *env, Agent: *agent, Packages: pkgs, Mirrors: mirrors, ConfigDir: *configDir}
 	if len(pos) == 1 {
-		recipe = pos[0]
+		req.Recipe = pos[0]
 	}
-	var wanted []string // as the user spelled them, for the messages
-	if fromConfig {
-		img, envPkgs, what, err := rootfsFromConfig(*configDir, *env, *agent)
-		if err != nil {
+	info, err := buildImage(ctx, g.StateDir, req, g.Stderr)
+	if err != nil {
+		if errors.Is(err, errdefs.ErrInvalidArgument) && !errors.Is(err, rootfs.ErrUnsafe) {
 			fmt.Fprintf(g.Stderr, "vial rootfs build: %v\n", err)
 			return exitUsage
 		}
-		if *name == "" {
-			*name = img
+		return rootfsFail(g, "build", err)
+	}
+	fmt.Fprintf(g.Stdout, "%s %s\n", info.Name, info.Digest)
+	return 0
+}
+
+// imageBuild says what to build: a recipe, or the image an environment or
+// an agent names in [sandbox.docker], with its packages, plus extra ones.
+type imageBuild struct {
+	Recipe, Name       string
+	Environment, Agent string
+	Packages, Mirrors  []string
+	ConfigDir          string // for Environment and Agent
+}
+
+// buildImage builds an image into the store of stateDir, writing notes
+// and progress to out: `vial rootfs build` and the API's image builds.
+// A request that cannot be built as asked is an error of class
+// errdefs.ErrInvalidArgument, before anything runs.
+func buildImage(ctx context.Context, stateDir string, req imageBuild, out io.Writer) (*rootfs.ImageInfo, error) {
+	if req.Environment != "" && req.Agent != "" {
+		return nil, fmt.Errorf("an environment and an agent exclude each other: %w", errdefs.ErrInvalidArgument)
+	}
+	recipe, name := req.Recipe, req.Name
+	var wanted []string // as the user spelled them, for the messages
+	if req.Environment != "" || req.Agent != "" {
+		img, envPkgs, what, err := rootfsFromConfig(req.ConfigDir, req.Environment, req.Agent)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %w", err, errdefs.ErrInvalidArgument)
+		}
+		if name == "" {
+			name = img
 		}
 		if recipe == "" {
 			recipe = rootfs.RecipeFor(img)
 		}
 		if recipe == "" {
-			flagHint := "--agent " + *agent
-			if *env != "" {
-				flagHint = "--env " + *env
+			flagHint := "--agent " + req.Agent
+			if req.Environment != "" {
+				flagHint = "--env " + req.Environment
 			}
-			fmt.Fprintf(g.Stderr, "vial rootfs build: %s: image %q does not say which recipe builds it; name one: vial rootfs build RECIPE %s (recipes: %s)\n",
-				what, img, flagHint, strings.Join(rootfs.Recipes(), ", "))
-			return exitUsage
+			return nil, fmt.Errorf("%s: image %q does not say which recipe builds it; name one: vial rootfs build RECIPE %s (recipes: %s): %w",
+				what, img, flagHint, strings.Join(rootfs.Recipes(), ", "), errdefs.ErrInvalidArgument)
 		}
 		// An environment lists packages as pip names; those vial knows map
 		// to their Debian packages, anything else is tried as a Debian
 		// package name, and said so.
 		for _, p := range envPkgs {
 			if _, known := rootfs.PythonPackage(p); !known {
-				fmt.Fprintf(g.Stderr, "vial rootfs build: note: %s: package %q has no known Debian equivalent; trying it as a Debian package name\n", what, p)
+				fmt.Fprintf(out, "vial rootfs build: note: %s: package %q has no known Debian equivalent; trying it as a Debian package name\n", what, p)
 			}
 		}
 		wanted = append(wanted, envPkgs...)
-		fmt.Fprintf(g.Stderr, "==> %s: image %s, recipe %s, packages %s\n", what, *name, recipe, orNone(envPkgs))
+		fmt.Fprintf(out, "==> %s: image %s, recipe %s, packages %s\n", what, name, recipe, orNone(envPkgs))
 	}
-	wanted = append(wanted, pkgs...)
+	wanted = append(wanted, req.Packages...)
 	debs, unmapped := rootfs.DebianPackages(wanted)
 	if len(unmapped) > 0 {
-		fmt.Fprintf(g.Stderr, "vial rootfs build: packages %s: not Debian package names, and vial knows no Debian package for them\n", strings.Join(unmapped, ", "))
-		return exitUsage
+		return nil, fmt.Errorf("packages %s: not Debian package names, and vial knows no Debian package for them: %w", strings.Join(unmapped, ", "), errdefs.ErrInvalidArgument)
 	}
-	if w := pythonVersionMismatch(*name, recipe); w != "" {
-		fmt.Fprintf(g.Stderr, "vial rootfs build: note: %s\n", w)
+	if w := pythonVersionMismatch(name, recipe); w != "" {
+		fmt.Fprintf(out, "vial rootfs build: note: %s\n", w)
 	}
-	s, err := rootfsStore(g)
+	s, err := rootfs.OpenStore(stateDir)
 	if err != nil {
-		return rootfsFail(g, "build", err)
+		return nil, err
 	}
-	s.Progress = g.Stderr
-	info, err := s.Build(ctx, rootfs.BuildOptions{Recipe: recipe, Name: *name, Packages: debs, Mirrors: mirrors, Output: g.Stderr})
-	if err != nil {
-		return rootfsFail(g, "build", err)
-	}
-	fmt.Fprintf(g.Stdout, "%s %s\n", info.Name, info.Digest)
-	return 0
+	s.Progress = out
+	return s.Build(ctx, rootfs.BuildOptions{Recipe: recipe, Name: name, Packages: debs, Mirrors: req.Mirrors, Output: out})
 }
 
 // rootfsFromConfig reads the [sandbox.docker] image and packages of an

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -12,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/vial-run/vial/config"
 	"github.com/vial-run/vial/mcp"
 	"github.com/vial-run/vial/policy"
 	"github.com/vial-run/vial/rootfs"
@@ -73,6 +75,8 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 	httpAddr := fs.String("http", "", "serve streamable HTTP on ADDR (e.g. 127.0.0.1:8765, path /mcp) instead of stdio")
 	tokenFile := fs.String("http-token-file", "", "file holding the bearer token HTTP clients must send (default $VIAL_HTTP_TOKEN, else a token generated at start and written to <state-dir>/http-token)")
 	noAuth := fs.Bool("http-no-auth", false, "serve HTTP without a token: accepted only on a loopback address")
+	adminTokenFile := fs.String("admin-token-file", "", "file holding the operator token of the page at / and the API at /api/ on the --http listener (default $VIAL_ADMIN_TOKEN, else a token generated at start and written to <state-dir>/admin-token); never the MCP token")
+	apiWrites := fs.Bool("api-allow-writes", false, "let the operator API and page save agent files (PUT /api/v1/execution/agents/ID/config); read-only without it")
 	rt := fs.String("runtime", "runc", "OCI runtime: runc, crun or runsc")
 	image := fs.String("image", "host", "image: host, an absolute directory, or a stored image name")
 	var mem, tmp, maxFile, maxCode sizeFlag
@@ -109,8 +113,8 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 		fmt.Fprintln(g.Stderr, "vial serve: --max-contexts must be at least 1")
 		return exitUsage
 	}
-	if *httpAddr == "" && (*tokenFile != "" || *noAuth) {
-		fmt.Fprintln(g.Stderr, "vial serve: --http-token-file and --http-no-auth need --http")
+	if *httpAddr == "" && (*tokenFile != "" || *noAuth || *adminTokenFile != "" || *apiWrites) {
+		fmt.Fprintln(g.Stderr, "vial serve: --http-token-file, --http-no-auth, --admin-token-file and --api-allow-writes need --http (the page and the API live on the HTTP listener)")
 		return exitUsage
 	}
 
@@ -159,10 +163,14 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 		warnUnsandboxed(g.Stderr, "vial serve")
 	}
 	// Decide how HTTP clients authenticate before anything starts.
-	var token string
+	var token, adminToken string
 	if *httpAddr != "" {
 		var err error
 		if token, err = httpToken(g, *httpAddr, *tokenFile, *noAuth); err != nil {
+			fmt.Fprintf(g.Stderr, "vial serve: %v\n", err)
+			return exitUsage
+		}
+		if adminToken, err = operatorToken(g, *httpAddr, *adminTokenFile, token); err != nil {
 			fmt.Fprintf(g.Stderr, "vial serve: %v\n", err)
 			return exitUsage
 		}
@@ -188,6 +196,18 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 
 	cfg.MCP.Service = svc
 	cfg.MCP.Log = g.Log // the configuration may have replaced it ([logging])
+	if *httpAddr != "" {
+		routes, closeAPI, err := operatorRoutes(g, svc, operatorOptions{
+			Token:       adminToken,
+			ConfigDir:   cmp.Or(dir, config.DefaultDir),
+			AllowWrites: *apiWrites,
+		})
+		if err != nil {
+			return fail(g, err)
+		}
+		defer closeAPI()
+		cfg.MCP.HTTPRoutes = routes
+	}
 	srv, err := mcp.NewServer(cfg.MCP)
 	if err != nil {
 		fmt.Fprintf(g.Stderr, "vial serve: %v\n", err)
@@ -282,20 +302,42 @@ func httpToken(g *globals, addr, file string, noAuth bool) (string, error) {
 		fmt.Fprintf(g.Stderr, "vial serve: WARNING: HTTP on %s without authentication (--http-no-auth): every local user and program can run code through it\n", addr)
 		return "", nil
 	}
-	if file != "" {
-		b, err := os.ReadFile(file)
+	return secretToken(g, tokenSource{File: file, Env: "VIAL_HTTP_TOKEN", StateFile: "http-token", What: "the HTTP token",
+		Announce: func(tok, path string) string {
+			return fmt.Sprintf("HTTP clients must send \"Authorization: Bearer %s\" (also in %s)", tok, path)
+		}})
+}
+
+// tokenSource says where a bearer token comes from: a file the operator
+// names, else an environment variable, else a token generated at start
+// and written to StateFile (0600) under the state directory, announced on
+// stderr.
+type tokenSource struct {
+	File      string // --...-token-file; "" for none
+	Env       string // the environment variable
+	StateFile string // file name under the state directory
+	What      string // for messages: "the HTTP token"
+	// Announce says where a generated token is, for stderr.
+	Announce func(tok, path string) string
+}
+
+// secretToken decides a bearer token as src says. A token shorter than 16
+// characters is refused: it could be guessed.
+func secretToken(g *globals, src tokenSource) (string, error) {
+	if src.File != "" {
+		b, err := os.ReadFile(src.File)
 		if err != nil {
-			return "", fmt.Errorf("reading the HTTP token: %w", err)
+			return "", fmt.Errorf("reading %s: %w", src.What, err)
 		}
 		tok := strings.TrimSpace(string(b))
 		if len(tok) < 16 {
-			return "", fmt.Errorf("the HTTP token in %s is shorter than 16 characters", file)
+			return "", fmt.Errorf("%s in %s is shorter than 16 characters", src.What, src.File)
 		}
 		return tok, nil
 	}
-	if tok := strings.TrimSpace(os.Getenv("VIAL_HTTP_TOKEN")); tok != "" {
+	if tok := strings.TrimSpace(os.Getenv(src.Env)); tok != "" {
 		if len(tok) < 16 {
-			return "", errors.New("$VIAL_HTTP_TOKEN is shorter than 16 characters")
+			return "", fmt.Errorf("$%s is shorter than 16 characters", src.Env)
 		}
 		return tok, nil
 	}
@@ -311,11 +353,11 @@ func httpToken(g *globals, addr, file string, noAuth bool) (string, error) {
 	if err := os.MkdirAll(stateDir, 0o711); err != nil {
 		return "", err
 	}
-	path := filepath.Join(stateDir, "http-token")
+	path := filepath.Join(stateDir, src.StateFile)
 	if err := writeFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("writing the HTTP token: %w", err)
+		return "", fmt.Errorf("writing %s: %w", src.What, err)
 	}
-	fmt.Fprintf(g.Stderr, "vial serve: HTTP clients must send \"Authorization: Bearer %s\" (also in %s)\n", tok, path)
+	fmt.Fprintf(g.Stderr, "vial serve: %s\n", src.Announce(tok, path))
 	return tok, nil
 }
 
