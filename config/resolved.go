@@ -167,6 +167,9 @@ type HITL struct {
 	// Unattended are tool patterns allowed to run when a call needs a
 	// human and the client cannot ask one; empty denies such calls.
 	Unattended []string
+	// OperatorQueue lets such calls wait for the operator's answer on the
+	// page or the API instead.
+	OperatorQueue bool
 }
 
 // Pool is [pool]: seed 002's session pool.
@@ -449,6 +452,7 @@ func (r *Resolved) decode(t *node, cat *catalogue, v *vars, opts *Options) {
 		AutoApprovePatterns: nonNil(h.get("auto_approve_patterns").strings()),
 		Timeout:             time.Duration(intAt(h, "timeout_seconds")) * time.Second,
 		Unattended:          nonNil(h.get("unattended").strings()),
+		OperatorQueue:       boolAt(h, "operator_queue", false),
 	}
 	pl := t.get("pool")
 	r.Pool = Pool{

@@ -516,6 +516,10 @@ var (
 		// unattended: tool patterns the operator lets run when a call
 		// needs a human and the client cannot ask one. Empty: denied.
 		"unattended": strs(checkPattern),
+		// operator_queue: a call that needs approval from a client that
+		// cannot ask a person waits for the operator's answer on the
+		// page or the API (vial serve --http), up to timeout_seconds.
+		"operator_queue": boolean(),
 	})
 
 	// poolSpec is seed 002's session pool: warm sandboxes per environment

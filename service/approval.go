@@ -2,8 +2,12 @@ package service
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
@@ -175,6 +179,16 @@ func (s *Session) authorize(ctx context.Context, call policy.Call, sum Summary) 
 		return nil, &Error{msg: d.ModelText(), class: errdefs.ErrPermissionDenied}
 	}
 	asking := askingFrom(ctx)
+	if asking.Answer == nil && !asking.CanAsk && s.svc.opts.OperatorApprovals {
+		// Nobody can be asked through the client: the call waits for the
+		// operator's answer on the page or the API (the out-of-band
+		// channel the operator chose), holding nothing but this call.
+		a, err := s.svc.queue.wait(ctx, s, call, d.Rule, sum, digest)
+		if err != nil {
+			return nil, err
+		}
+		asking.Answer = a
+	}
 	switch {
 	case asking.Answer != nil:
 		a := asking.Answer
@@ -242,4 +256,111 @@ func answerText(outcome string, timeout time.Duration) string {
 		return "the person did not approve it"
 	}
 	return "the approval request failed"
+}
+
+// PendingApproval is a call waiting for the operator's answer.
+type PendingApproval struct {
+	ID      string // the queue's own id (not the approval token)
+	Session string
+	Client  string
+	Agent   string
+	Tool    string
+	Rule    string
+	Summary string // exactly what will run (Summary.Text)
+	Created time.Time
+	Expires time.Time
+}
+
+// approvalQueue holds the calls that wait for the operator. Safe for
+// concurrent use; bounded (a client cannot grow it without end).
+type approvalQueue struct {
+	mu      sync.Mutex
+	pending map[string]*queued
+}
+
+type queued struct {
+	PendingApproval
+	token  string
+	answer chan *Answer // buffered: one answer
+}
+
+// maxQueued bounds the calls waiting for the operator at once.
+const maxQueued = 256
+
+// wait queues call and waits for the operator's answer, at most the
+// approval timeout. The answer carries the token issued for the call, so
+// the service checks it like any other.
+func (q *approvalQueue) wait(ctx context.Context, s *Session, call policy.Call, rule string, sum Summary, digest string) (*Answer, error) {
+	timeout := s.svc.approvalTimeout
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	e := &queued{
+		PendingApproval: PendingApproval{ID: "apr-" + hex.EncodeToString(b[:]), Session: s.id, Client: call.Client, Agent: call.Agent,
+			Tool: call.Tool, Rule: rule, Summary: sum.Text(), Created: time.Now(), Expires: time.Now().Add(timeout)},
+		token:  s.svc.approvals.Issue(s.id, digest, timeout),
+		answer: make(chan *Answer, 1),
+	}
+	q.mu.Lock()
+	if q.pending == nil {
+		q.pending = map[string]*queued{}
+	}
+	if len(q.pending) >= maxQueued {
+		q.mu.Unlock()
+		return nil, errorf(errdefs.ErrResourceExhausted, "%s was not run: %d calls already wait for the operator's approval", call.Tool, maxQueued)
+	}
+	q.pending[e.ID] = e
+	q.mu.Unlock()
+	defer func() {
+		q.mu.Lock()
+		delete(q.pending, e.ID)
+		q.mu.Unlock()
+	}()
+	s.svc.log.Info("a call waits for the operator's approval", "approval", e.ID, "session", s.id, "tool", call.Tool, "rule", rule)
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case a := <-e.answer:
+		a.Waited = time.Since(e.Created)
+		return a, nil
+	case <-t.C:
+		return &Answer{Token: e.token, Outcome: "timeout", By: "operator (no answer)", Waited: timeout}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// PendingApprovals lists the calls waiting for the operator, oldest
+// first.
+func (s *Service) PendingApprovals() []PendingApproval {
+	q := s.queue
+	q.mu.Lock()
+	out := make([]PendingApproval, 0, len(q.pending))
+	for _, e := range q.pending {
+		out = append(out, e.PendingApproval)
+	}
+	q.mu.Unlock()
+	slices.SortFunc(out, func(a, b PendingApproval) int { return a.Created.Compare(b.Created) })
+	return out
+}
+
+// AnswerApproval answers a waiting call: approve runs it exactly as shown,
+// anything else denies it. by names the person, for the record. An id
+// that is not waiting (unknown, answered, expired) is ErrNotFound.
+func (s *Service) AnswerApproval(id string, approve bool, by string) error {
+	q := s.queue
+	q.mu.Lock()
+	e, ok := q.pending[id]
+	if ok {
+		delete(q.pending, id)
+	}
+	q.mu.Unlock()
+	if !ok {
+		return errorf(errdefs.ErrNotFound, "no call waits for approval %s", human.Trunc(id, 64))
+	}
+	outcome := "decline"
+	if approve {
+		outcome = "accept"
+	}
+	e.answer <- &Answer{Token: e.token, Approved: approve, Outcome: outcome, By: by}
+	return nil
 }

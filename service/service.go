@@ -65,6 +65,11 @@ type Options struct {
 	ApprovalTimeout time.Duration
 	// Agent names the agent whose configuration applies, for records.
 	Agent string
+	// OperatorApprovals lets a call that needs approval, from a client
+	// that cannot ask a person, wait for the operator's answer
+	// (PendingApprovals, AnswerApproval: the page and the API) instead of
+	// being denied at once.
+	OperatorApprovals bool
 	// Events receives every call and sandbox event; nil drops them.
 	Events *observe.Bus
 	// Log receives operational records; nil discards.
@@ -84,6 +89,7 @@ type Service struct {
 
 	approvals       *policy.Approvals
 	approvalTimeout time.Duration
+	queue           *approvalQueue
 
 	mu       sync.Mutex
 	sessions map[string]*Session
@@ -145,6 +151,7 @@ func New(o Options) (*Service, error) {
 		adm:             newAdmission(o.MaxSandboxes, o.AdmissionWait, o.MaxWaiting),
 		sessions:        map[string]*Session{},
 		approvals:       policy.NewApprovals(policy.ApprovalOptions{}),
+		queue:           &approvalQueue{},
 		approvalTimeout: o.ApprovalTimeout,
 	}
 	s.reg = newRegistry(s)

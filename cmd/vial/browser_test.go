@@ -15,7 +15,6 @@ import (
 	cdpruntime "github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 
-	"github.com/vial-run/vial/api"
 	"github.com/vial-run/vial/internal/testutil"
 	"github.com/vial-run/vial/service"
 )
@@ -26,9 +25,9 @@ import (
 // the templates, change an agent's timeout_seconds, see a typo rejected
 // at its line, save a valid change and see it resolved, preview the
 // seed's runtime overrides, approve a pending write_file and find the
-// file written, and stop a live context. The approvals come from a fake
-// queue (the service's own is not on main yet); approving it writes the
-// file through the real service session. With VIAL_SCREENSHOTS=DIR it
+// file written, and stop a live context. The pending write is a real
+// service call waiting in the service's operator queue; approving it on
+// the page lets the call write the file. With VIAL_SCREENSHOTS=DIR it
 // saves screenshots there (docs/screenshots holds the committed ones).
 //
 // It skips without chromium, and fails under CI=true.
@@ -48,15 +47,7 @@ func TestOperatorPageInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	content := "# Findings\n\nmean = 3.875\u202e (checked)\n"
-	h.Approvals.add(api.Approval{
-		ID: "ap-7d21e0", Session: "s-5f3a9c", Client: "claude-code/2.1.3", Agent: "research-assistant", Tool: "write_file",
-		Summary: "write_file /workspace/report.md (" + fmt.Sprint(len(content)) + " bytes, creates the file)\n" +
-			"--- content ---\n" + content + "--- end ---\nenvironment: research-assistant (runc, image python:3.11-slim)\nlimits: file up to 5m, workspace only",
-		Created: time.Now().Add(-8 * time.Second), Expires: time.Now().Add(5 * time.Minute),
-	}, func() error {
-		_, err := sess.WriteFile(context.Background(), service.WriteRequest{Path: "report.md", Data: []byte(content)})
-		return err
-	})
+	approval, written := pendingWrite(t, h.Svc, sess, "report.md", content)
 
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chrome),
@@ -218,18 +209,18 @@ func TestOperatorPageInBrowser(t *testing.T) {
 
 	// Live: approve the pending write; the file is written.
 	do("opening Live", chromedp.Click(chromedp.CSS(`#tabs .tab[data-tab="live"]`)),
-		chromedp.WaitVisible(chromedp.CSS(`.approval[data-id="ap-7d21e0"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`.approval[data-id="`+approval+`"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#contexts tr[data-id="`+live.ID+`"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#metrics tr[data-name="vial_calls_total"]`)))
-	summary := text(`.approval[data-id="ap-7d21e0"] .summary`)
-	if !strings.Contains(summary, "write_file /workspace/report.md") || !strings.Contains(summary, "mean = 3.875⟨U+202E⟩ (checked)") || strings.Contains(summary, "\u202e") {
+	summary := text(`.approval[data-id="` + approval + `"] .summary`)
+	if !strings.Contains(summary, "/workspace/report.md") || !strings.Contains(summary, "mean = 3.875⟨U+202E⟩ (checked)") || strings.Contains(summary, "\u202e") {
 		t.Errorf("summary as shown: %q", summary)
 	}
 	shot("operator-live")
-	do("approving", chromedp.Click(chromedp.CSS(`.approval[data-id="ap-7d21e0"] .approve`)),
-		chromedp.WaitVisible(chromedp.CSS(`.approval.approved[data-id="ap-7d21e0"]`)))
-	if approved, answered := h.Approvals.answer("ap-7d21e0"); !answered || !approved {
-		t.Errorf("answer: approved %v, answered %v", approved, answered)
+	do("approving", chromedp.Click(chromedp.CSS(`.approval[data-id="`+approval+`"] .approve`)),
+		chromedp.WaitVisible(chromedp.CSS(`.approval.approved[data-id="`+approval+`"]`)))
+	if err := <-written; err != nil {
+		t.Errorf("the approved write failed: %v", err)
 	}
 	fc, err := sess.ReadFile(context.Background(), service.ReadRequest{Path: "report.md"})
 	if err != nil || string(fc.Data) != content {

@@ -16,10 +16,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/containerd/errdefs"
-
 	"github.com/vial-run/vial/api"
 	"github.com/vial-run/vial/mcp"
+	"github.com/vial-run/vial/policy"
 	"github.com/vial-run/vial/service"
 	"github.com/vial-run/vial/service/servicetest"
 )
@@ -39,8 +38,8 @@ type operatorHarness struct {
 	URL       string // http://127.0.0.1:PORT
 	ConfigDir string
 	Svc       *service.Service
-	Approvals *fakeApprovals
-	Images    *fakeImages
+
+	Images *fakeImages
 }
 
 // copySeed copies config/testdata/seed into a new directory.
@@ -71,8 +70,15 @@ func copySeed(t *testing.T) string {
 func newOperatorHarness(t *testing.T, writes bool) *operatorHarness {
 	t.Helper()
 	t.Setenv("SEARCH_API_KEY", testSecret)
-	h := &operatorHarness{ConfigDir: copySeed(t), Approvals: &fakeApprovals{}, Images: &fakeImages{}}
-	svc, err := service.New(service.Options{Provider: servicetest.New(t)})
+	h := &operatorHarness{ConfigDir: copySeed(t), Images: &fakeImages{}}
+	// The service's real operator queue: write_file needs a person, and
+	// the clients of these tests cannot ask one, so their calls wait for
+	// the page or the API.
+	rules := &policy.Rules{Tools: map[string]policy.ToolRules{}, RequireConfirmation: policy.List("hitl.require_confirmation", "write_file")}
+	for _, n := range mcp.ToolNames() {
+		rules.Tools[n] = policy.ToolRules{Enabled: true}
+	}
+	svc, err := service.New(service.Options{Provider: servicetest.New(t), Policy: rules, OperatorApprovals: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,7 +87,7 @@ func newOperatorHarness(t *testing.T, writes bool) *operatorHarness {
 	g := &globals{StateDir: t.TempDir(), Stdout: io.Discard, Stderr: io.Discard, Log: slog.New(slog.DiscardHandler)}
 	routes, closeAPI, err := operatorRoutes(g, svc, operatorOptions{
 		Token: testAdminToken, ConfigDir: h.ConfigDir, AllowWrites: writes,
-		Approvals: h.Approvals, Metrics: fakeMetrics{}, Audit: fakeAudit{}, Images: h.Images,
+		Approvals: serviceApprovals{svc}, Metrics: fakeMetrics{}, Audit: fakeAudit{}, Images: h.Images,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -108,61 +114,28 @@ func newOperatorHarness(t *testing.T, writes bool) *operatorHarness {
 	return h
 }
 
-// fakeApprovals stands in for the service's approval queue (issue 11)
-// until it exists: pending calls, each with what to do when approved.
-type fakeApprovals struct {
-	mu      sync.Mutex
-	pending []api.Approval
-	run     map[string]func() error
-	answers map[string]bool
-}
-
-func (f *fakeApprovals) add(a api.Approval, onApprove func() error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.pending = append(f.pending, a)
-	if f.run == nil {
-		f.run = map[string]func() error{}
-	}
-	f.run[a.ID] = onApprove
-}
-
-func (f *fakeApprovals) Pending() []api.Approval {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return append([]api.Approval(nil), f.pending...)
-}
-
-func (f *fakeApprovals) Answer(id string, approve bool, by string) error {
-	f.mu.Lock()
-	i := -1
-	for j, a := range f.pending {
-		if a.ID == id {
-			i = j
+// pendingWrite starts sess.WriteFile in the background — it waits for the
+// operator's answer — and returns the queue's id for it and a channel
+// with the call's outcome.
+func pendingWrite(t *testing.T, svc *service.Service, sess *service.Session, path, content string) (string, chan error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() {
+		_, err := sess.WriteFile(context.Background(), service.WriteRequest{Path: path, Data: []byte(content)})
+		done <- err
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		for _, p := range svc.PendingApprovals() {
+			if p.Session == sess.ID() && p.Tool == "write_file" {
+				return p.ID, done
+			}
 		}
+		if time.Now().After(deadline) {
+			t.Fatal("the write did not wait for approval")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	if i < 0 {
-		f.mu.Unlock()
-		return fmt.Errorf("approval %s is not pending: %w", id, errdefs.ErrNotFound)
-	}
-	f.pending = append(f.pending[:i], f.pending[i+1:]...)
-	if f.answers == nil {
-		f.answers = map[string]bool{}
-	}
-	f.answers[id] = approve
-	run := f.run[id]
-	f.mu.Unlock()
-	if approve && run != nil {
-		return run()
-	}
-	return nil
-}
-
-func (f *fakeApprovals) answer(id string) (approved, answered bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	approved, answered = f.answers[id]
-	return
 }
 
 type fakeMetrics struct{}

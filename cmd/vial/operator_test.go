@@ -482,19 +482,19 @@ func TestOperatorContextsAndApprovals(t *testing.T) {
 		t.Error("the context survived")
 	}
 
-	h.Approvals.add(api.Approval{ID: "ap-1", Session: "s-model", Tool: "write_file", Summary: "write_file report.md\n--- content (5 bytes) ---\nhello"}, func() error {
-		_, err := sess.WriteFile(context.Background(), service.WriteRequest{Path: "report.md", Data: []byte("hello")})
-		return err
-	})
+	id, done := pendingWrite(t, h.Svc, sess, "report.md", "hello")
 	_, out = h.call(t, "GET", "/api/v1/approvals", "", "")
-	if !strings.Contains(out, `"tool": "write_file"`) {
+	if !strings.Contains(out, `"tool": "write_file"`) || !strings.Contains(out, "/workspace/report.md") {
 		t.Errorf("approvals %s", out)
 	}
-	if res, out := h.call(t, "POST", "/api/v1/approvals/ap-1/approve", "", "", "Sec-Fetch-Site", "cross-site"); res.StatusCode != 403 {
+	if res, out := h.call(t, "POST", "/api/v1/approvals/"+id+"/approve", "", "", "Sec-Fetch-Site", "cross-site"); res.StatusCode != 403 {
 		t.Errorf("cross-site approve: %d %s", res.StatusCode, out)
 	}
-	if res, out := h.call(t, "POST", "/api/v1/approvals/ap-1/approve", "", ""); res.StatusCode != 200 {
+	if res, out := h.call(t, "POST", "/api/v1/approvals/"+id+"/approve", "", ""); res.StatusCode != 200 {
 		t.Errorf("approve: %d %s", res.StatusCode, out)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("the approved write failed: %v", err)
 	}
 	fc, err := sess.ReadFile(context.Background(), service.ReadRequest{Path: "report.md"})
 	if err != nil || string(fc.Data) != "hello" {

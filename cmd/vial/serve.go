@@ -60,6 +60,9 @@ type serveConfig struct {
 	ApprovalTimeout time.Duration
 	// Agent is the agent whose configuration applies.
 	Agent string
+	// OperatorApprovals queues calls that need approval from clients that
+	// cannot ask a person, for the operator's page and API.
+	OperatorApprovals bool
 	// Pool keeps sandboxes warm (seed 002's session pool).
 	Pool service.PoolOptions
 	// QueueWait is how long a request waits for a sandbox slot when all
@@ -201,6 +204,7 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 			Token:       adminToken,
 			ConfigDir:   cmp.Or(dir, config.DefaultDir),
 			AllowWrites: *apiWrites,
+			Approvals:   serviceApprovals{svc},
 		})
 		if err != nil {
 			return fail(g, err)
@@ -255,19 +259,20 @@ func openService(ctx context.Context, g *globals, cfg serveConfig) (*service.Ser
 		provider = p
 	}
 	svc, err := service.New(service.Options{
-		Provider:        provider,
-		Default:         cfg.Env,
-		Environments:    cfg.Environments,
-		Limits:          cfg.Limits,
-		Policy:          cfg.Policy,
-		ApprovalTimeout: cfg.ApprovalTimeout,
-		Agent:           cfg.Agent,
-		MaxSandboxes:    cfg.MaxContexts,
-		AdmissionWait:   cfg.QueueWait,
-		Pool:            cfg.Pool,
-		IdleTimeout:     neverIfZero(cfg.IdleTimeout),
-		MaxLifetime:     neverIfZero(cfg.MaxLifetime),
-		Log:             g.Log,
+		Provider:          provider,
+		Default:           cfg.Env,
+		Environments:      cfg.Environments,
+		Limits:            cfg.Limits,
+		Policy:            cfg.Policy,
+		ApprovalTimeout:   cfg.ApprovalTimeout,
+		Agent:             cfg.Agent,
+		MaxSandboxes:      cfg.MaxContexts,
+		AdmissionWait:     cfg.QueueWait,
+		OperatorApprovals: cfg.OperatorApprovals,
+		Pool:              cfg.Pool,
+		IdleTimeout:       neverIfZero(cfg.IdleTimeout),
+		MaxLifetime:       neverIfZero(cfg.MaxLifetime),
+		Log:               g.Log,
 	})
 	if err != nil {
 		provider.Close()

@@ -108,3 +108,21 @@ func (b storeBuilder) Build(ctx context.Context, req api.BuildRequest, progress 
 	}
 	return &api.Image{Name: info.Name, Digest: info.Digest, Size: info.Size, Created: info.Created, Source: info.Source}, nil
 }
+
+// serviceApprovals is the service's operator approval queue as the API
+// takes it.
+type serviceApprovals struct{ svc *service.Service }
+
+func (a serviceApprovals) Pending() []api.Approval {
+	list := a.svc.PendingApprovals()
+	out := make([]api.Approval, 0, len(list))
+	for _, p := range list {
+		out = append(out, api.Approval{ID: p.ID, Session: p.Session, Client: p.Client, Agent: p.Agent, Tool: p.Tool,
+			Summary: p.Summary, Created: p.Created, Expires: p.Expires})
+	}
+	return out
+}
+
+func (a serviceApprovals) Answer(id string, approve bool, by string) error {
+	return a.svc.AnswerApproval(id, approve, by)
+}

@@ -106,6 +106,7 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 		return fmt.Errorf("the configuration's policy: %w", err)
 	}
 	cfg.ApprovalTimeout = res.HITL.Timeout
+	cfg.OperatorApprovals = res.HITL.OperatorQueue
 	if !set["pool-size"] {
 		cfg.Pool = poolFromConfig(res.Pool)
 	}
