@@ -49,6 +49,7 @@ type Resolved struct {
 	HITL        HITL
 	Logging     Logging
 	Pool        Pool
+	Cache       Cache
 
 	// Warnings are problems that do not stop vial but that an operator
 	// must see: local mode, enabled tools vial does not implement, ...
@@ -179,6 +180,13 @@ type Pool struct {
 	Wait      time.Duration // how long a request waits for a warm one
 	OnEmpty   string        // "start" on demand, or "fail"
 	Languages []string
+}
+
+// Cache is [cache]: seed 000's result cache, for execute_python only.
+type Cache struct {
+	Enabled    bool
+	MaxEntries int
+	TTL        time.Duration
 }
 
 // Logging is [logging].
@@ -461,6 +469,12 @@ func (r *Resolved) decode(t *node, cat *catalogue, v *vars, opts *Options) {
 		Wait:      time.Duration(intAt(pl, "wait_seconds")) * time.Second,
 		OnEmpty:   strAt(pl, "on_empty"),
 		Languages: nonNil(pl.get("languages").strings()),
+	}
+	ch := t.get("cache")
+	r.Cache = Cache{
+		Enabled:    boolAt(ch, "enabled", false),
+		MaxEntries: int(intAt(ch, "max_entries")),
+		TTL:        time.Duration(intAt(ch, "ttl_seconds")) * time.Second,
 	}
 	lg := t.get("logging")
 	r.Logging = Logging{

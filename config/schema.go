@@ -532,6 +532,13 @@ var (
 		"languages":        strsEnum("python", "javascript", "bash"),
 	})
 
+	// cacheSpec is seed 000's result cache, for execute_python only.
+	cacheSpec = table(map[string]*spec{
+		"enabled":     boolean(),
+		"max_entries": integer(1, 100000),
+		"ttl_seconds": integer(1, 86400*30),
+	})
+
 	loggingSpec = table(map[string]*spec{
 		"level":          strEnum("debug", "info", "warn", "warning", "error"),
 		"format":         strEnum("text", "json"),
@@ -605,6 +612,7 @@ func layerSpec(k fileKind) *spec {
 		"hitl":    hitlSpec,
 		"logging": loggingSpec,
 		"pool":    poolSpec,
+		"cache":   cacheSpec,
 	}
 	switch k {
 	case fileSystem:

@@ -1,6 +1,7 @@
 package service_test
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -111,5 +112,47 @@ func TestPoolFailWhenEmpty(t *testing.T) {
 	_, err := s.CreateContext(t.Context(), service.CreateRequest{Language: service.Python})
 	if !errdefs.IsResourceExhausted(err) {
 		t.Errorf("empty pool: %v", err)
+	}
+}
+
+// The result cache answers a repeated execute_python only when the
+// operator turned it on, says so, and never for a stateful context.
+func TestResultCache(t *testing.T) {
+	t.Parallel()
+	for _, on := range []bool{false, true} {
+		var o service.Options
+		if on {
+			o.Cache = service.CacheOptions{Entries: 8}
+		}
+		svc, p := newService(t, o)
+		s := open(t, svc, "a")
+		first, err := s.RunOnce(t.Context(), service.RunRequest{Code: "echo same"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		started := p.Started.Load()
+		second, err := s.RunOnce(t.Context(), service.RunRequest{Code: "echo same"})
+		if err != nil || second.Stdout != first.Stdout {
+			t.Fatalf("second run: %+v %v", second, err)
+		}
+		cachedNow := p.Started.Load() == started
+		if cachedNow != on {
+			t.Errorf("cache on=%v: the second run started %d sandboxes", on, p.Started.Load()-started)
+		}
+		if on && (len(second.Notices) == 0 || !strings.Contains(second.Notices[0], "from the cache")) {
+			t.Errorf("a cached result does not say so: %q", second.Notices)
+		}
+		// Other code, or another time limit, is not the same run.
+		started = p.Started.Load()
+		s.RunOnce(t.Context(), service.RunRequest{Code: "echo other"})
+		s.RunOnce(t.Context(), service.RunRequest{Code: "echo same", Timeout: time.Second})
+		if p.Started.Load() != started+2 {
+			t.Errorf("cache on=%v: different runs started %d sandboxes, want 2", on, p.Started.Load()-started)
+		}
+		// Contexts are never cached.
+		run(t, s, service.RunRequest{Code: "set x 1"})
+		if res := run(t, s, service.RunRequest{Code: "get x"}); res.Value != "1" || len(res.Notices) != 0 {
+			t.Errorf("a context call: %+v", res)
+		}
 	}
 }

@@ -79,6 +79,15 @@ func (p *EngineProvider) Image(name string) (*rootfs.Image, error) {
 	return img, nil
 }
 
+// ImageDigest implements ImageDigester.
+func (p *EngineProvider) ImageDigest(name string) string {
+	img, err := p.Image(name)
+	if err != nil || img.Digest == "" {
+		return name
+	}
+	return img.Digest
+}
+
 // Check verifies that env's runtime is installed and its image resolves:
 // the start-up check.
 func (p *EngineProvider) Check(env Environment) error {

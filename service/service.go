@@ -57,6 +57,8 @@ type Options struct {
 	Context runtime.ContextOptions
 	// Pool keeps sandboxes warm; its zero value keeps none.
 	Pool PoolOptions
+	// Cache caches execute_python results; its zero value caches none.
+	Cache CacheOptions
 	// Policy decides every call (see authorize); nil means no policy is
 	// configured and every offered tool runs without asking.
 	Policy *policy.Rules
@@ -86,6 +88,7 @@ type Service struct {
 	adm      *admission
 	reg      *registry
 	pool     *pool
+	cache    *resultCache
 
 	approvals       *policy.Approvals
 	approvalTimeout time.Duration
@@ -156,6 +159,7 @@ func New(o Options) (*Service, error) {
 	}
 	s.reg = newRegistry(s)
 	s.pool = newPool(s, o.Pool)
+	s.cache = newResultCache(o.Cache)
 	if s.pool != nil {
 		s.adm.evict = s.pool.evict
 		s.pool.use(o.Default)

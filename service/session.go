@@ -330,6 +330,20 @@ func (s *Session) RunOnce(ctx context.Context, r RunRequest) (res RunResult, err
 	if err != nil {
 		return RunResult{}, err
 	}
+	var key string
+	if svc.cache != nil {
+		timeout, clamped, err := svc.callTimeout(svc.opts.Default, r.Timeout)
+		if err != nil {
+			return RunResult{}, err
+		}
+		key = svc.cacheKey(r, svc.opts.Default, timeout)
+		if res, at, ok := svc.cache.get(key); ok {
+			res.Clamped = clamped
+			res.Notices = append([]string{cachedNotice(at)}, notices...)
+			o.ev.Outcome = "cached"
+			return res, nil
+		}
+	}
 	svc.mu.Lock()
 	if svc.closed {
 		svc.mu.Unlock()
@@ -349,6 +363,9 @@ func (s *Session) RunOnce(ctx context.Context, r RunRequest) (res RunResult, err
 		}
 	}()
 	res, err = svc.exec(ctx, c, env, r)
+	if err == nil && key != "" {
+		svc.cache.put(key, res)
+	}
 	res.Notices = append(res.Notices, notices...)
 	return res, err
 }
@@ -412,7 +429,11 @@ func (s *Session) endRun(o *op, res RunResult, err error) {
 	}
 	o.ev.Usage = &observe.Usage{CPU: res.CPUTime, PeakMemory: res.PeakMemory}
 	o.ev.Limits = &observe.Limits{Timeout: res.Timeout}
-	o.end(runOutcome(res.ExecResult), nil)
+	result := runOutcome(res.ExecResult)
+	if o.ev.Outcome == "cached" {
+		result = "cached"
+	}
+	o.end(result, nil)
 }
 
 // runOutcome is the one-word outcome of a program's run.

@@ -60,6 +60,8 @@ type serveConfig struct {
 	ApprovalTimeout time.Duration
 	// Agent is the agent whose configuration applies.
 	Agent string
+	// Cache caches execute_python results (the operator's opt-in).
+	Cache service.CacheOptions
 	// OperatorApprovals queues calls that need approval from clients that
 	// cannot ask a person, for the operator's page and API.
 	OperatorApprovals bool
@@ -269,6 +271,7 @@ func openService(ctx context.Context, g *globals, cfg serveConfig) (*service.Ser
 		MaxSandboxes:      cfg.MaxContexts,
 		AdmissionWait:     cfg.QueueWait,
 		OperatorApprovals: cfg.OperatorApprovals,
+		Cache:             cfg.Cache,
 		Pool:              cfg.Pool,
 		IdleTimeout:       neverIfZero(cfg.IdleTimeout),
 		MaxLifetime:       neverIfZero(cfg.MaxLifetime),
@@ -277,6 +280,22 @@ func openService(ctx context.Context, g *globals, cfg serveConfig) (*service.Ser
 	if err != nil {
 		provider.Close()
 		return nil, err
+	}
+	// The start-up check: a real sandbox in every environment. The
+	// agent's own must work, or serving would only fail later; a named
+	// environment that does not is logged and stays selectable (its
+	// image may be built later).
+	for _, h := range svc.Health(ctx) {
+		name := cmp.Or(h.Environment, "the agent's own")
+		switch {
+		case h.OK:
+			g.Log.Info("environment ready", "environment", name, "runtime", h.Runtime, "image", h.Image, "took", h.Took.Round(time.Millisecond))
+		case h.Environment == "":
+			svc.Close(context.WithoutCancel(ctx))
+			return nil, fmt.Errorf("the start-up check failed: a sandbox of %s environment (runtime %s, image %s) did not work: %w", name, h.Runtime, h.Image, h.Err)
+		default:
+			g.Log.Warn("environment unavailable", "environment", name, "runtime", h.Runtime, "image", h.Image, "error", h.Err)
+		}
 	}
 	return svc, nil
 }

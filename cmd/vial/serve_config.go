@@ -107,6 +107,9 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 	}
 	cfg.ApprovalTimeout = res.HITL.Timeout
 	cfg.OperatorApprovals = res.HITL.OperatorQueue
+	if res.Cache.Enabled {
+		cfg.Cache = service.CacheOptions{Entries: res.Cache.MaxEntries, TTL: res.Cache.TTL}
+	}
 	if !set["pool-size"] {
 		cfg.Pool = poolFromConfig(res.Pool)
 	}

@@ -378,3 +378,34 @@ func alive(pid int, d time.Duration) bool {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// TestStartupCheck: vial serve refuses to start, saying why, when a real
+// sandbox of the agent's environment does not work — a broken image (no
+// interpreter in it) or a broken runtime.
+func TestStartupCheck(t *testing.T) {
+	require(t, enabled() && os.Geteuid() == 0, "the end-to-end tests need VIAL_E2E=1 and root")
+	img := t.TempDir()
+	for _, d := range []string{"proc", "sys", "dev", "tmp", "workspace", "etc", "usr/bin"} {
+		os.MkdirAll(filepath.Join(img, d), 0o755)
+	}
+	fakeRuntime := t.TempDir()
+	os.WriteFile(filepath.Join(fakeRuntime, "runc"), []byte("#!/bin/sh\necho 'runc: broken on purpose' >&2\nexit 1\n"), 0o755)
+	for _, tc := range []struct {
+		name string
+		args []string
+		env  []string
+	}{
+		{"broken image", []string{"--image", img}, nil},
+		{"broken runtime", nil, []string{"PATH=" + fakeRuntime + ":" + os.Getenv("PATH")}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cmd := exec.Command(vialBin, append([]string{"serve", "--state-dir", newStateDir(t), "--pool-size", "0"}, tc.args...)...)
+			cmd.Env = append(os.Environ(), tc.env...)
+			cmd.Stdin = strings.NewReader("")
+			out, err := cmd.CombinedOutput()
+			if exitCode(err) != 125 || !strings.Contains(string(out), "start-up check failed") {
+				t.Errorf("exit %d:\n%s", exitCode(err), out)
+			}
+		})
+	}
+}
