@@ -103,6 +103,29 @@ func (s *Session) begin(tool string, args map[string]any) *op {
 	}}
 }
 
+// env records the environment a call runs in: its name, runtime, image
+// and sandbox limits (defaults filled in), for audit.
+func (o *op) env(e Environment) {
+	l := e.Limits.WithDefaults()
+	o.ev.Environment, o.ev.Runtime, o.ev.Image = e.Name, e.Runtime, e.Image
+	o.ev.Limits = &observe.Limits{MemoryBytes: l.MemoryBytes, CPUs: l.CPUs, Pids: l.Pids, DiskBytes: l.DiskBytes}
+}
+
+// Refused reports a call that the front end refused before it reached the
+// core (arguments that do not decode, a missing argument), so that every
+// tool call has its event — for the log, the metrics and the audit —
+// whether or not the core served it. args are the arguments as the client
+// sent them (for the digest only); took is how long the front end spent on
+// it.
+func (s *Session) Refused(tool string, args map[string]any, took time.Duration, err error) {
+	o := s.begin(tool, args)
+	o.start = time.Now().Add(-took)
+	if err != nil {
+		o.ev.Error = err.Error()
+	}
+	o.end("tool_error", nil)
+}
+
 // end publishes the call's event; outcome "" derives it from err.
 func (o *op) end(result string, err error) {
 	o.ev.Duration = time.Since(o.start)
@@ -151,6 +174,7 @@ func (s *Session) CreateContext(ctx context.Context, r CreateRequest) (info Cont
 	if err != nil {
 		return ContextInfo{}, err
 	}
+	o.env(env)
 	e, err := s.svc.reg.create(ctx, s.id, r.Language, r.Name, env, nil, false)
 	if err != nil {
 		return ContextInfo{}, err
@@ -161,7 +185,11 @@ func (s *Session) CreateContext(ctx context.Context, r CreateRequest) (info Cont
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // ListContexts lists the session's live contexts, oldest first.
-func (s *Session) ListContexts() []ContextInfo { return s.svc.reg.list(s.id) }
+func (s *Session) ListContexts() []ContextInfo {
+	o := s.begin("list_contexts", nil)
+	defer o.end("ok", nil)
+	return s.svc.reg.list(s.id)
+}
 
 // StopContext stops one of the session's contexts and deletes its sandbox,
 // state and private workspace.
@@ -221,7 +249,8 @@ func (s *Session) RunCode(ctx context.Context, r RunRequest) (res RunResult, err
 			return RunResult{}, err
 		}
 	}
-	o.ev.Context, o.ev.Language, o.ev.Environment = e.c.ID(), string(e.c.Language()), e.env.Name
+	o.env(e.env)
+	o.ev.Context, o.ev.Language = e.c.ID(), string(e.c.Language())
 	res, err = s.svc.exec(ctx, e.c, e.env, r)
 	res.ContextID = e.c.ID()
 	if notice != "" {
@@ -262,6 +291,8 @@ func (s *Session) RunOnce(ctx context.Context, r RunRequest) (res RunResult, err
 		return RunResult{}, err
 	}
 	env := svc.opts.Default
+	o.env(env)
+	t0 := time.Now()
 	sb, err := svc.provider.Start(ctx, StartRequest{Language: r.Language, Env: env})
 	if err != nil {
 		release()
@@ -275,10 +306,19 @@ func (s *Session) RunOnce(ctx context.Context, r RunRequest) (res RunResult, err
 	if err != nil {
 		return RunResult{}, startError(r.Language, env, err)
 	}
+	o.ev.Context = co.ID
+	sbEvent := observe.Event{Kind: observe.KindSandbox, Session: s.id, Context: co.ID, Language: string(r.Language),
+		Environment: env.Name, Runtime: env.Runtime, Image: env.Image}
+	start := sbEvent
+	start.Action, start.Duration = "start", time.Since(t0)
+	svc.publish(start)
 	defer func() {
 		if cerr := c.Close(); cerr != nil {
 			svc.log.Warn("closing one-shot sandbox", "error", cerr)
 		}
+		stop := sbEvent
+		stop.Action, stop.Reason = "stop", "the one-shot run ended"
+		svc.publish(stop)
 	}()
 	return svc.exec(ctx, c, env, r)
 }
@@ -341,7 +381,10 @@ func (s *Session) endRun(o *op, res RunResult, err error) {
 		return
 	}
 	o.ev.Usage = &observe.Usage{CPU: res.CPUTime, PeakMemory: res.PeakMemory}
-	o.ev.Limits = &observe.Limits{Timeout: res.Timeout}
+	if o.ev.Limits == nil {
+		o.ev.Limits = &observe.Limits{}
+	}
+	o.ev.Limits.Timeout = res.Timeout
 	o.end(runOutcome(res.ExecResult), nil)
 }
 
