@@ -133,6 +133,8 @@ func (o *op) end(result string, err error) {
 	if err != nil {
 		o.ev.Outcome = outcome(err)
 		o.ev.Error = err.Error()
+	} else if result == "" {
+		o.ev.Outcome = "ok"
 	}
 	o.s.svc.publish(o.ev)
 }
