@@ -175,7 +175,7 @@ func TestRotationAndRetention(t *testing.T) {
 	if diff := cmp.Diff([]string{"audit-2026-03-03.jsonl", "audit-2026-03-09.jsonl", "audit-junk.jsonl", "notes.txt"}, ls()); diff != "" {
 		t.Errorf("after open (-want +got):\n%s", diff)
 	}
-	sync := func() {
+	settle := func() {
 		// Wait for the writer to catch up.
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 			if w, _ := l.Stats(); w > 0 && len(l.q) == 0 {
@@ -184,7 +184,7 @@ func TestRotationAndRetention(t *testing.T) {
 		}
 	}
 	l.Record(observe.Event{Kind: observe.KindCall, Tool: "a"})
-	sync()
+	settle()
 	mu.Lock()
 	now = t0.AddDate(0, 0, 1)
 	mu.Unlock()
