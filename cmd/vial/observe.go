@@ -45,6 +45,12 @@ func openObservability(g *globals, dir string, retentionDays int, secrets []stri
 	o := &observability{bus: &observe.Bus{}}
 	if dir != auditOff {
 		if dir == "" {
+			// The state directory is made as the engine makes it (0711:
+			// local mode's unprivileged drivers pass through it to their
+			// workspaces), before the audit log makes its own inside.
+			if err := os.MkdirAll(g.StateDir, 0o711); err != nil {
+				return nil, err
+			}
 			dir = filepath.Join(g.StateDir, "audit")
 		}
 		abs, err := filepath.Abs(dir)

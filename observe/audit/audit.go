@@ -23,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,8 +53,8 @@ const (
 
 // Options configure a Log. Dir is required.
 type Options struct {
-	// Dir is the directory of the log files, created (mode 0700) if
-	// missing. Files are named audit-YYYY-MM-DD.jsonl and created with
+	// Dir is the directory of the log files, created (mode 0700; missing
+	// parents 0755) if missing. Files are named audit-YYYY-MM-DD.jsonl and created with
 	// mode 0600.
 	Dir string
 	// RetentionDays removes a file once its day is more than this many
@@ -155,7 +156,13 @@ func Open(o Options) (*Log, error) {
 	if o.RetentionDays < 0 {
 		return nil, fmt.Errorf("opening the audit log: negative retention %d", o.RetentionDays)
 	}
-	if err := os.MkdirAll(o.Dir, 0o700); err != nil {
+	// Only the log's own directory is private: parents made here get the
+	// usual 0755, so that making the log never locks others out of a
+	// directory it shares (such as the state directory).
+	if err := os.MkdirAll(filepath.Dir(o.Dir), 0o755); err != nil {
+		return nil, fmt.Errorf("creating the audit directory: %w", err)
+	}
+	if err := os.Mkdir(o.Dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
 		return nil, fmt.Errorf("creating the audit directory: %w", err)
 	}
 	root, err := os.OpenRoot(o.Dir)

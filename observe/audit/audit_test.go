@@ -360,3 +360,27 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestParentsNotPrivate: only the log's own directory is private; parents
+// it had to make keep the usual mode, so the log never locks others out
+// of a directory it shares.
+func TestParentsNotPrivate(t *testing.T) {
+	base := t.TempDir()
+	dir := filepath.Join(base, "state", "audit")
+	l, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	closeLog(t, l)
+	for p, want := range map[string]os.FileMode{filepath.Join(base, "state"): 0o755, dir: 0o700} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The umask may take bits away, but the parent must stay
+		// traversable by others.
+		if got := fi.Mode().Perm(); got&^want != 0 || (p == dir && got != want) || (p != dir && got&0o001 == 0) {
+			t.Errorf("%s: mode %v, want %v", p, got, want)
+		}
+	}
+}
