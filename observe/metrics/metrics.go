@@ -90,7 +90,7 @@ type Metrics struct {
 	execSeconds                 prometheus.Counter
 	calls                       *prometheus.CounterVec
 	callSeconds                 *prometheus.HistogramVec
-	live                        prometheus.Gauge
+	live, pooled                prometheus.Gauge
 	started                     prometheus.Counter
 	ended                       *prometheus.CounterVec
 	startSeconds                prometheus.Histogram
@@ -100,9 +100,10 @@ type Metrics struct {
 	egress                      *prometheus.CounterVec
 	egressBytes                 *prometheus.CounterVec
 
-	mu    sync.Mutex
-	tools map[string]bool
-	nlive int64 // mirrors live, kept here so it never goes below zero
+	mu      sync.Mutex
+	tools   map[string]bool
+	nlive   int64 // mirrors live, kept here so it never goes below zero
+	npooled int64 // mirrors pooled, likewise
 }
 
 // New returns Metrics with its own registry (never the global one: a
@@ -125,6 +126,8 @@ func New(o Options) *Metrics {
 	f(m.callSeconds)
 	m.live = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vial_sandboxes_live", Help: "Sandboxes started and not yet stopped or expired."})
 	f(m.live)
+	m.pooled = prometheus.NewGauge(prometheus.GaugeOpts{Name: "vial_sandboxes_pooled", Help: "Warm sandboxes waiting in the pool (counted in vial_sandboxes_live too)."})
+	f(m.pooled)
 	m.started = counter("vial_sandboxes_started_total", "Sandboxes started.")
 	m.ended = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "vial_sandboxes_ended_total", Help: "Sandboxes ended, by how: stopped (a stop, a session's end, shutdown) or expired (idle timeout, lifetime)."}, []string{"how"})
 	f(m.ended)
@@ -225,28 +228,47 @@ func (m *Metrics) call(e observe.Event) {
 	}
 }
 
+// sandbox accounts for a sandbox event. A pooled sandbox (Pooled) is
+// live from its start; "take" hands it from the pool to a caller, so it
+// leaves the pooled gauge but stays live until its stop or expiry.
 func (m *Metrics) sandbox(e observe.Event) {
+	var live, pooled int64
 	switch e.Action {
 	case "start":
 		m.started.Inc()
 		m.startSeconds.Observe(e.Duration.Seconds())
-		m.addLive(1)
-	case "stop":
-		m.ended.WithLabelValues("stopped").Inc()
-		m.addLive(-1)
-	case "expire":
-		m.ended.WithLabelValues("expired").Inc()
-		m.addLive(-1)
+		live = 1
+		if e.Pooled {
+			pooled = 1
+		}
+	case "take":
+		pooled = -1
+	case "stop", "expire":
+		how := "stopped"
+		if e.Action == "expire" {
+			how = "expired"
+		}
+		m.ended.WithLabelValues(how).Inc()
+		live = -1
+		if e.Pooled {
+			pooled = -1
+		}
+	default:
+		return
 	}
+	m.move(live, pooled)
 }
 
-// addLive moves the live gauge, never below zero: a stop whose start was
-// not seen (published before m subscribed) must not make it negative.
-func (m *Metrics) addLive(d int64) {
+// move moves the live and pooled gauges, never below zero: a stop whose
+// start was not seen (published before m subscribed) must not make them
+// negative.
+func (m *Metrics) move(live, pooled int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.nlive = max(m.nlive+d, 0)
+	m.nlive = max(m.nlive+live, 0)
+	m.npooled = max(m.npooled+pooled, 0)
 	m.live.Set(float64(m.nlive))
+	m.pooled.Set(float64(m.npooled))
 }
 
 // toolLabel bounds the tool label: a plain name, at most MaxTools of them.
@@ -331,7 +353,10 @@ type ToolStats struct {
 
 // SandboxStats count sandboxes.
 type SandboxStats struct {
+	// Live counts sandboxes started and not yet stopped or expired, pooled
+	// ones included; Pooled those waiting in the pool.
 	Live    uint64 `json:"live"`
+	Pooled  uint64 `json:"pooled"`
 	Started uint64 `json:"started"`
 	Stopped uint64 `json:"stopped"`
 	Expired uint64 `json:"expired"`
@@ -390,6 +415,8 @@ func (m *Metrics) Snapshot() (Snapshot, error) {
 				s.Tools[l["tool"]] = t
 			case "vial_sandboxes_live":
 				s.Sandboxes.Live = n
+			case "vial_sandboxes_pooled":
+				s.Sandboxes.Pooled = n
 			case "vial_sandboxes_started_total":
 				s.Sandboxes.Started = n
 			case "vial_sandboxes_ended_total":

@@ -38,6 +38,13 @@ func sequence() []observe.Event {
 		{Kind: observe.KindSandbox, Action: "stop", Reason: "stopped"},
 		{Kind: observe.KindSandbox, Action: "expire", Reason: "idle"},
 		{Kind: observe.KindSandbox, Action: "reset"},
+		// The pool: two warm members start, one is taken (and later
+		// stopped as a context), one is discarded from the pool.
+		{Kind: observe.KindSandbox, Action: "start", Pooled: true, Duration: 30 * ms},
+		{Kind: observe.KindSandbox, Action: "start", Pooled: true, Duration: 30 * ms},
+		{Kind: observe.KindSandbox, Action: "take", Pooled: true},
+		{Kind: observe.KindSandbox, Action: "stop"},
+		{Kind: observe.KindSandbox, Action: "expire", Pooled: true},
 		{Kind: observe.KindDecision, Decision: "allow"},
 		{Kind: observe.KindDecision, Decision: "deny", Rule: "blocked_commands"},
 		{Kind: observe.KindDecision, Decision: "ask"},
@@ -86,10 +93,11 @@ func TestKnownSequence(t *testing.T) {
 		`vial_oom_kills_total`:                              1,
 		`vial_timeouts_total`:                               1,
 		`vial_sandboxes_live`:                               1,
-		`vial_sandboxes_started_total`:                      3,
-		`vial_sandboxes_ended_total{how="stopped"}`:         1,
-		`vial_sandboxes_ended_total{how="expired"}`:         1,
-		`vial_sandbox_start_duration_seconds_count`:         3,
+		`vial_sandboxes_pooled`:                             0,
+		`vial_sandboxes_started_total`:                      5,
+		`vial_sandboxes_ended_total{how="stopped"}`:         2,
+		`vial_sandboxes_ended_total{how="expired"}`:         2,
+		`vial_sandbox_start_duration_seconds_count`:         5,
 		`vial_policy_decisions_total{decision="allow"}`:     1,
 		`vial_policy_decisions_total{decision="deny"}`:      1,
 		`vial_policy_decisions_total{decision="ask"}`:       1,
@@ -135,7 +143,7 @@ func TestKnownSequence(t *testing.T) {
 			"read_file":      {Calls: 1, Seconds: 0.002, Outcomes: map[string]uint64{"ok": 1}},
 			"list_contexts":  {Calls: 1, Seconds: 0, Outcomes: map[string]uint64{"ok": 1}},
 		},
-		Sandboxes: metrics.SandboxStats{Live: 1, Started: 3, Stopped: 1, Expired: 1},
+		Sandboxes: metrics.SandboxStats{Live: 1, Started: 5, Stopped: 2, Expired: 2},
 		OOMKills:  1, Timeouts: 1,
 		Decisions: map[string]uint64{"allow": 1, "deny": 1, "ask": 1, "approved": 1, "declined": 1, "timeout": 1, "other": 1},
 		Denials:   3,
@@ -219,4 +227,30 @@ func TestLiveNeverNegative(t *testing.T) {
 	if snap.Sandboxes.Live != 1 {
 		t.Errorf("live %d, want 1", snap.Sandboxes.Live)
 	}
+}
+
+// TestPooled: pooled members are live and pooled until taken; a taken one
+// stays live until it stops.
+func TestPooled(t *testing.T) {
+	m := metrics.New(metrics.Options{})
+	sb := func(action string, pooled bool) {
+		m.Observe(observe.Event{Kind: observe.KindSandbox, Action: action, Pooled: pooled})
+	}
+	check := func(live, pooled uint64) {
+		t.Helper()
+		snap, _ := m.Snapshot()
+		if snap.Sandboxes.Live != live || snap.Sandboxes.Pooled != pooled {
+			t.Errorf("live %d pooled %d, want %d %d", snap.Sandboxes.Live, snap.Sandboxes.Pooled, live, pooled)
+		}
+	}
+	sb("start", true)
+	sb("start", true)
+	sb("start", true)
+	check(3, 3)
+	sb("take", true)
+	check(3, 2)
+	sb("stop", false) // the taken one, stopped as a context
+	check(2, 2)
+	sb("expire", true) // a member renewed out of the pool
+	check(1, 1)
 }

@@ -142,7 +142,7 @@ func TestMetricsAndAudit(t *testing.T) {
 		"vial_execution_seconds_total": got["vial_execution_seconds_total"],
 		// The default python and bash contexts (still live), the one-shot
 		// sandbox (stopped).
-		"vial_sandboxes_live": 2, "vial_sandboxes_started_total": 3,
+		"vial_sandboxes_live": 2, "vial_sandboxes_pooled": 0, "vial_sandboxes_started_total": 3,
 		`vial_sandboxes_ended_total{how="stopped"}`: 1, `vial_sandboxes_ended_total{how="expired"}`: 0,
 		"vial_oom_kills_total": 0, "vial_timeouts_total": 1,
 		"vial_policy_denials_total":                         0,
