@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -384,3 +385,55 @@ func TestParentsNotPrivate(t *testing.T) {
 		}
 	}
 }
+
+// TestAuditTail: the last n records across day files, oldest first; a line
+// still being written is left out; reading costs what n asks for.
+func TestAuditTail(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, lines ...string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(strings.Join(lines, "")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var big []string
+	for i := range 5000 {
+		big = append(big, `{"n":`+strings.Repeat(" ", 50)+itoa(i)+"}\n")
+	}
+	write("audit-2026-03-08.jsonl", big...)
+	write("audit-2026-03-09.jsonl", "{\"n\":\"a\"}\n", "{\"n\":\"b\"}\n")
+	write("audit-2026-03-10.jsonl", "{\"n\":\"c\"}\n", "{\"n\":\"partial")
+	write("notes.txt", "not a record\n")
+	l, err := Open(Options{Dir: dir, Now: clock(t0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeLog(t, l)
+	for _, tc := range []struct {
+		n    int
+		want string
+	}{
+		{0, ""},
+		{1, "{\"n\":\"c\"}\n"},
+		{3, "{\"n\":\"a\"}\n{\"n\":\"b\"}\n{\"n\":\"c\"}\n"},
+		{4, big[4999] + "{\"n\":\"a\"}\n{\"n\":\"b\"}\n{\"n\":\"c\"}\n"},
+	} {
+		b, err := l.AuditTail(tc.n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != tc.want {
+			t.Errorf("AuditTail(%d) = %q, want %q", tc.n, b, tc.want)
+		}
+	}
+	b, err := l.AuditTail(3003)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.SplitAfter(string(b), "\n")
+	lines = lines[:len(lines)-1]
+	if len(lines) != 3003 || lines[0] != big[2000] {
+		t.Errorf("AuditTail(3003): %d lines, first %q", len(lines), lines[0])
+	}
+}
+
+func itoa(i int) string { return strconv.Itoa(i) }

@@ -40,6 +40,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
 
 	"github.com/vial-run/vial/observe"
 )
@@ -314,6 +315,24 @@ func (m *Metrics) Handler() http.Handler {
 		ErrorHandling:       promhttp.ContinueOnError,
 		MaxRequestsInFlight: 4,
 	})
+}
+
+// Metrics renders the metrics in Prometheus text format, as Handler serves
+// them; it satisfies the operator API's MetricsSource.
+func (m *Metrics) Metrics() ([]byte, error) {
+	fams, err := m.reg.Gather()
+	var b bytes.Buffer
+	enc := expfmt.NewEncoder(&b, expfmt.NewFormat(expfmt.TypeTextPlain))
+	for _, f := range fams {
+		if eerr := enc.Encode(f); eerr != nil {
+			return nil, eerr
+		}
+	}
+	// A collector that failed leaves its metrics out, as in Handler.
+	if err != nil && b.Len() == 0 {
+		return nil, err
+	}
+	return b.Bytes(), nil
 }
 
 // Snapshot is the JSON summary of the metrics (the MCP resource). Its

@@ -1,6 +1,7 @@
 package metrics_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/http/httptest"
@@ -127,6 +128,19 @@ func TestKnownSequence(t *testing.T) {
 	delete(want, "vial_sandbox_start_duration_seconds_sum")
 	if diff := cmp.Diff(want, got, cmpopts.EquateApprox(0, 1e-9)); diff != "" {
 		t.Errorf("/metrics (-want +got):\n%s", diff)
+	}
+
+	// Metrics() (for the operator API) is the same text.
+	text, err := m.Metrics()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromText, err := metricstest.Parse(bytes.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(got, metricstest.Without(fromText, "_sum"), cmpopts.EquateApprox(0, 1e-9)); diff != "" {
+		t.Errorf("Metrics() differs from /metrics:\n%s", diff)
 	}
 
 	snap, err := m.Snapshot()
