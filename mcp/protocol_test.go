@@ -158,7 +158,8 @@ func TestConcurrentCallsDoNotBlock(t *testing.T) {
 	slow := rs.request("tools/call", map[string]any{"name": "run_code", "arguments": map[string]any{"code": "sleep 3000", "language": "javascript"}})
 	start := time.Now()
 	var ids []int
-	for i := range 20 {
+	// At most the context's queue bound (16) at once on one context.
+	for i := range 12 {
 		ids = append(ids, rs.request("tools/call", map[string]any{"name": "run_code", "arguments": map[string]any{"code": fmt.Sprintf("echo n%d", i)}}))
 	}
 	for i, id := range ids {

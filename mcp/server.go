@@ -82,6 +82,10 @@ type Options struct {
 	// Downstream are the downstream MCP servers whose tools vial offers as
 	// SERVER__TOOL; nil for none.
 	Downstream *DownstreamOptions
+	// Resources are read-only MCP resources (resources/list,
+	// resources/read), e.g. the metrics. With none, the server does not
+	// declare the resources capability and resources/list answers -32601.
+	Resources []Resource
 	// HTTPRoutes are other handlers served on the HTTP listener beside
 	// /mcp (by ServeMux pattern): the REST API, metrics, the page. Each
 	// does its own authentication; the MCP token does not cover them.
@@ -152,6 +156,9 @@ func NewServer(opts Options) (*Server, error) {
 			errs = append(errs, fmt.Errorf("unknown tool %q (known: %v)", n, known))
 		}
 	}
+	if err := checkResources(opts.Resources); err != nil {
+		errs = append(errs, err)
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, fmt.Errorf("configuring mcp server: %w", err)
 	}
@@ -201,13 +208,18 @@ func NewServer(opts Options) (*Server, error) {
 			}
 		})
 	}
-	s.mcp = mcpserver.NewMCPServer("vial", version,
+	serverOpts := []mcpserver.ServerOption{
 		mcpserver.WithToolCapabilities(s.down != nil), // list_changed passes downstream changes on
 		mcpserver.WithInstructions(instructions),
 		mcpserver.WithTitle("vial sandbox"),
 		mcpserver.WithRecovery(),
 		mcpserver.WithHooks(hooks),
-	)
+	}
+	if len(opts.Resources) > 0 {
+		serverOpts = append(serverOpts, mcpserver.WithResourceCapabilities(false, false))
+	}
+	s.mcp = mcpserver.NewMCPServer("vial", version, serverOpts...)
+	s.addResources(opts.Resources)
 	var tools []mcpserver.ServerTool
 	for _, t := range toolTable {
 		if !slices.Contains(enabled, t.name) {
@@ -247,11 +259,20 @@ type toolDef struct {
 type call struct {
 	req     mcpgo.CallToolRequest
 	sess    *service.Session // the caller's session in the service
+	served  bool             // the call reached the service (core was called)
 	outcome string           // "" = ok
 	attrs   []slog.Attr
 }
 
 func (c *call) note(attrs ...slog.Attr) { c.attrs = append(c.attrs, attrs...) }
+
+// core returns the caller's session for the one service call a handler
+// makes, and notes that the service saw the call (and published its
+// event).
+func (c *call) core() *service.Session {
+	c.served = true
+	return c.sess
+}
 
 // wrap turns a handler into an mcp-go handler that decodes failures into
 // isError results and logs the call.
@@ -291,6 +312,11 @@ func (s *Server) wrap(name string, h func(*Server, context.Context, *call) (*mcp
 			res, herr = s.approve(ctx, c, h, ar)
 		}
 		if herr != nil {
+			if !c.served {
+				// Refused here, before the service: report it so the
+				// metrics and the audit log see every call.
+				sess.Refused(name, req.GetArguments(), time.Since(start), herr)
+			}
 			return s.errorResult(ctx, c, herr), nil
 		}
 		return s.withinBudget(c, res), nil

@@ -230,7 +230,7 @@ func (s *Server) handleRunCode(ctx context.Context, c *call) (*mcpgo.CallToolRes
 	if err != nil {
 		return nil, err
 	}
-	return s.execute(ctx, c, c.sess.RunCode, service.RunRequest{Tool: "run_code", ContextID: a.ContextID, Language: lang, Code: a.Code, Timeout: d})
+	return s.execute(ctx, c, c.core().RunCode, service.RunRequest{Tool: "run_code", ContextID: a.ContextID, Language: lang, Code: a.Code, Timeout: d})
 }
 
 type runShellArgs struct {
@@ -252,7 +252,7 @@ func (s *Server) handleRunShell(ctx context.Context, c *call) (*mcpgo.CallToolRe
 	if err != nil {
 		return nil, err
 	}
-	return s.execute(ctx, c, c.sess.RunCode, service.RunRequest{Tool: "run_shell", ContextID: a.ContextID, Language: service.Bash, Code: a.Command, Timeout: d})
+	return s.execute(ctx, c, c.core().RunCode, service.RunRequest{Tool: "run_shell", ContextID: a.ContextID, Language: service.Bash, Code: a.Command, Timeout: d})
 }
 
 type executePythonArgs struct {
@@ -270,7 +270,7 @@ func (s *Server) handleExecutePython(ctx context.Context, c *call) (*mcpgo.CallT
 	if err != nil {
 		return nil, err
 	}
-	return s.execute(ctx, c, c.sess.RunOnce, service.RunRequest{Tool: "execute_python", Language: service.Python, Code: a.Code, Timeout: d})
+	return s.execute(ctx, c, c.core().RunOnce, service.RunRequest{Tool: "execute_python", Language: service.Python, Code: a.Code, Timeout: d})
 }
 
 // execute runs one call through the service, with progress notifications
@@ -523,7 +523,7 @@ func (s *Server) handleCreateContext(ctx context.Context, c *call) (*mcpgo.CallT
 		return nil, err
 	}
 	c.note(slog.String("language", string(lang)), slog.String("environment", human.Trunc(a.Environment, 64)))
-	info, err := c.sess.CreateContext(ctx, service.CreateRequest{Language: lang, Name: a.Name, Environment: a.Environment})
+	info, err := c.core().CreateContext(ctx, service.CreateRequest{Language: lang, Name: a.Name, Environment: a.Environment})
 	if err != nil {
 		return nil, err
 	}
@@ -558,7 +558,7 @@ func (s *Server) handleListContexts(ctx context.Context, c *call) (*mcpgo.CallTo
 	if err := decodeArgs(c.req, &a); err != nil {
 		return nil, err
 	}
-	list := c.sess.ListContexts()
+	list := c.core().ListContexts()
 	views := make([]contextView, 0, len(list))
 	var b strings.Builder
 	if len(list) == 0 {
@@ -621,7 +621,7 @@ func (s *Server) handleStopContext(ctx context.Context, c *call) (*mcpgo.CallToo
 		return nil, err
 	}
 	c.note(slog.String("context_id", a.ContextID))
-	if err := c.sess.StopContext(ctx, a.ContextID); err != nil {
+	if err := c.core().StopContext(ctx, a.ContextID); err != nil {
 		return nil, err
 	}
 	return mcpgo.NewToolResultText("stopped context " + a.ContextID + "; its sandbox and files are gone"), nil

@@ -149,7 +149,7 @@ func (s *Server) handleReadFile(ctx context.Context, c *call) (*mcpgo.CallToolRe
 	if r.Length == 0 || r.Length > room {
 		r.Length = min(room, s.limits.MaxReadBytes)
 	}
-	fc, err := c.sess.ReadFile(ctx, r)
+	fc, err := c.core().ReadFile(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -219,7 +219,7 @@ func (s *Server) handleWriteFile(ctx context.Context, c *call) (*mcpgo.CallToolR
 		data = d
 	}
 	c.note(slog.Int("bytes", len(data)), slog.String("context_id", a.ContextID))
-	shown, err := c.sess.WriteFile(ctx, service.WriteRequest{ContextID: a.ContextID, Path: a.Path, Data: data})
+	shown, err := c.core().WriteFile(ctx, service.WriteRequest{ContextID: a.ContextID, Path: a.Path, Data: data})
 	if err != nil {
 		return nil, err
 	}
@@ -247,7 +247,7 @@ func (s *Server) handleListDirectory(ctx context.Context, c *call) (*mcpgo.CallT
 	if err := checkContextID(a.ContextID); err != nil {
 		return nil, err
 	}
-	l, err := c.sess.ListDirectory(ctx, a.ContextID, a.Path)
+	l, err := c.core().ListDirectory(ctx, a.ContextID, a.Path)
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +319,7 @@ func (s *Server) handleSearchFiles(ctx context.Context, c *call) (*mcpgo.CallToo
 		}
 		r.MaxResults = *a.MaxResults
 	}
-	res, err := c.sess.SearchFiles(ctx, r)
+	res, err := c.core().SearchFiles(ctx, r)
 	if err != nil {
 		return nil, err
 	}
@@ -372,7 +372,7 @@ func (s *Server) handleDeleteFile(ctx context.Context, c *call) (*mcpgo.CallTool
 	if err := checkContextID(a.ContextID); err != nil {
 		return nil, err
 	}
-	shown, kind, err := c.sess.DeleteFile(ctx, a.ContextID, a.Path, a.Recursive)
+	shown, kind, err := c.core().DeleteFile(ctx, a.ContextID, a.Path, a.Recursive)
 	if err != nil {
 		return nil, err
 	}

@@ -302,7 +302,7 @@ func (r *registry) defaultContext(ctx context.Context, owner string, lang Langua
 					if ws.adopt(m.ws) {
 						return r.fromMember(owner, name, env, m, true), nil
 					}
-					m.close()
+					r.svc.pool.discard(m, "its session already had a workspace")
 				}
 			}
 			w, err := ws.workspace(ctx)

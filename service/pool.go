@@ -84,6 +84,14 @@ func (m *member) close() {
 	}
 }
 
+// discard closes a member that is not handed out and reports it, so that
+// the count of live and pooled sandboxes stays true.
+func (p *pool) discard(m *member, why string) {
+	m.close()
+	p.svc.publish(observe.Event{Kind: observe.KindSandbox, Action: "stop", Reason: why, Pooled: true, Context: m.c.ID(),
+		Language: string(m.c.Language())})
+}
+
 type pool struct {
 	svc  *Service
 	opts PoolOptions
@@ -176,7 +184,7 @@ func (p *pool) take(ctx context.Context, k poolKey, env Environment) (*member, e
 			p.mu.Unlock()
 			p.goRefill(k)
 			if dead, _ := m.c.Dead(); dead {
-				m.close()
+				p.discard(m, "it died while warm")
 				continue
 			}
 			p.svc.publish(observe.Event{Kind: observe.KindSandbox, Action: "take", Pooled: true, Context: m.c.ID(),
@@ -254,7 +262,7 @@ func (p *pool) refill(k poolKey) {
 		if err != nil || p.closed {
 			p.mu.Unlock()
 			if m != nil {
-				m.close()
+				p.discard(m, "the pool was closed")
 			}
 			if err != nil && !errors.Is(err, errNoSlot) {
 				p.svc.log.Warn("warming a sandbox", "pool", k.String(), "error", err)
@@ -331,7 +339,7 @@ func (p *pool) evict() bool {
 	if victim == nil {
 		return false
 	}
-	victim.close()
+	p.discard(victim, "its slot went to a request")
 	return true
 }
 
@@ -364,7 +372,7 @@ func (p *pool) check() {
 		var keep []*member
 		for _, m := range ms {
 			if time.Since(m.born) >= p.opts.Lifetime {
-				m.close()
+				p.discard(m, "it reached the pool lifetime")
 				continue
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -372,7 +380,7 @@ func (p *pool) check() {
 			cancel()
 			if err != nil || res.Dead || res.TimedOut {
 				p.svc.log.Warn("replacing an unhealthy warm sandbox", "pool", k.String(), "context", m.c.ID(), "error", err)
-				m.close()
+				p.discard(m, "it failed its health check")
 				continue
 			}
 			keep = append(keep, m)
@@ -418,7 +426,7 @@ func (p *pool) close() {
 	var wg sync.WaitGroup
 	for _, ms := range all {
 		for _, m := range ms {
-			wg.Go(m.close)
+			wg.Go(func() { p.discard(m, "the pool was closed") })
 		}
 	}
 	wg.Wait()

@@ -455,12 +455,15 @@ func TestEvents(t *testing.T) {
 	t.Parallel()
 	var bus observe.Bus
 	var mu sync.Mutex
-	var calls []observe.Event
+	var calls, sandboxes []observe.Event
 	bus.Subscribe(func(e observe.Event) {
-		if e.Kind == observe.KindCall {
-			mu.Lock()
+		mu.Lock()
+		defer mu.Unlock()
+		switch e.Kind {
+		case observe.KindCall:
 			calls = append(calls, e)
-			mu.Unlock()
+		case observe.KindSandbox:
+			sandboxes = append(sandboxes, e)
 		}
 	})
 	svc, _ := newService(t, service.Options{Events: &bus})
@@ -469,22 +472,48 @@ func TestEvents(t *testing.T) {
 	run(t, s, service.RunRequest{Code: "echo secret-code"})
 	run(t, s, service.RunRequest{Code: "raise"})
 	s.ReadFile(t.Context(), service.ReadRequest{Path: "../x"})
+	s.ListContexts()
+	s.Refused("run_code", map[string]any{"timeout": "soon"}, time.Millisecond, errors.New("invalid argument \"timeout\""))
+	if _, err := s.RunOnce(t.Context(), service.RunRequest{Code: "echo once"}); err != nil {
+		t.Fatal(err)
+	}
 	mu.Lock()
 	defer mu.Unlock()
-	want := []string{"ok", "program_error", "tool_error"}
+	want := []struct{ tool, outcome string }{
+		{"run_code", "ok"}, {"run_code", "program_error"}, {"read_file", "tool_error"},
+		{"list_contexts", "ok"}, {"run_code", "tool_error"}, {"execute_python", "ok"},
+	}
 	if len(calls) != len(want) {
 		t.Fatalf("%d call events: %+v", len(calls), calls)
 	}
 	for i, e := range calls {
-		if e.Outcome != want[i] || e.Session != "a" || e.Client != "test-client/1.0" || len(e.ArgsDigest) != 64 {
+		if e.Tool != want[i].tool || e.Outcome != want[i].outcome || e.Session != "a" || e.Client != "test-client/1.0" || len(e.ArgsDigest) != 64 {
 			t.Errorf("event %d: %+v", i, e)
 		}
 		if strings.Contains(fmt.Sprintf("%+v", e), "secret-code") {
 			t.Errorf("event %d carries the code", i)
 		}
 	}
-	if calls[0].Context == "" || calls[0].Usage == nil || calls[0].Limits.Timeout == 0 {
-		t.Errorf("run event lacks context, usage or limits: %+v", calls[0])
+	// Runs say where they ran: context, runtime, image, the limits.
+	wantLimits := observe.Limits{Timeout: service.DefaultLimits.DefaultTimeout, MemoryBytes: 256 << 20, CPUs: 1, Pids: 256}
+	for _, i := range []int{0, 5} {
+		e := calls[i]
+		if e.Context == "" || e.Usage == nil || e.Runtime != "runc" || e.Image != "host" || e.Limits == nil ||
+			e.Limits.Timeout != wantLimits.Timeout || e.Limits.MemoryBytes != wantLimits.MemoryBytes || e.Limits.CPUs != 1 || e.Limits.Pids != 256 {
+			t.Errorf("run event %d lacks context, usage, runtime, image or limits: %+v %+v", i, e, e.Limits)
+		}
+	}
+	if e := calls[4]; e.Error != "invalid argument \"timeout\"" || e.Duration < time.Millisecond {
+		t.Errorf("refused call: %+v", e)
+	}
+	// The default context started once; the one-shot run started and
+	// stopped its own sandbox.
+	var actions []string
+	for _, e := range sandboxes {
+		actions = append(actions, e.Action)
+	}
+	if strings.Join(actions, ",") != "start,start,stop" || sandboxes[1].Context != calls[5].Context {
+		t.Errorf("sandbox events %v: %+v", actions, sandboxes)
 	}
 }
 

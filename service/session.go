@@ -122,6 +122,29 @@ func (s *Session) begin(tool string, args map[string]any) *op {
 	}}
 }
 
+// env records the environment a call runs in: its name, runtime, image
+// and sandbox limits (defaults filled in), for audit.
+func (o *op) env(e Environment) {
+	l := e.Limits.WithDefaults()
+	o.ev.Environment, o.ev.Runtime, o.ev.Image = e.Name, e.Runtime, e.Image
+	o.ev.Limits = &observe.Limits{MemoryBytes: l.MemoryBytes, CPUs: l.CPUs, Pids: l.Pids, DiskBytes: l.DiskBytes}
+}
+
+// Refused reports a call that the front end refused before it reached the
+// core (arguments that do not decode, a missing argument), so that every
+// tool call has its event — for the log, the metrics and the audit —
+// whether or not the core served it. args are the arguments as the client
+// sent them (for the digest only); took is how long the front end spent on
+// it.
+func (s *Session) Refused(tool string, args map[string]any, took time.Duration, err error) {
+	o := s.begin(tool, args)
+	o.start = time.Now().Add(-took)
+	if err != nil {
+		o.ev.Error = err.Error()
+	}
+	o.end("tool_error", nil)
+}
+
 // end publishes the call's event; outcome "" derives it from err.
 func (o *op) end(result string, err error) {
 	o.ev.Duration = time.Since(o.start)
@@ -129,6 +152,8 @@ func (o *op) end(result string, err error) {
 	if err != nil {
 		o.ev.Outcome = outcome(err)
 		o.ev.Error = err.Error()
+	} else if result == "" {
+		o.ev.Outcome = "ok"
 	}
 	o.s.svc.publish(o.ev)
 }
@@ -170,6 +195,7 @@ func (s *Session) CreateContext(ctx context.Context, r CreateRequest) (info Cont
 	if err != nil {
 		return ContextInfo{}, err
 	}
+	o.env(env)
 	if _, err := s.authorize(ctx, policy.Call{Tool: "create_context", Args: map[string]any{"language": string(r.Language), "name": r.Name, "environment": r.Environment},
 		Environment: env.Name, Language: string(r.Language)},
 		Summary{Tool: "create_context", Action: fmt.Sprintf("start a %s context", r.Language), Environment: envName(env), Limits: limitsText(env, s.svc.limits.MaxTimeout)}); err != nil {
@@ -185,7 +211,11 @@ func (s *Session) CreateContext(ctx context.Context, r CreateRequest) (info Cont
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 // ListContexts lists the session's live contexts, oldest first.
-func (s *Session) ListContexts() []ContextInfo { return s.svc.reg.list(s.id) }
+func (s *Session) ListContexts() []ContextInfo {
+	o := s.begin("list_contexts", nil)
+	defer o.end("ok", nil)
+	return s.svc.reg.list(s.id)
+}
 
 // StopContext stops one of the session's contexts and deletes its sandbox,
 // state and private workspace.
@@ -261,7 +291,8 @@ func (s *Session) RunCode(ctx context.Context, r RunRequest) (res RunResult, err
 			return RunResult{}, err
 		}
 	}
-	o.ev.Context, o.ev.Language, o.ev.Environment = e.c.ID(), string(e.c.Language()), e.env.Name
+	o.env(e.env)
+	o.ev.Context, o.ev.Language = e.c.ID(), string(e.c.Language())
 	res, err = s.svc.exec(ctx, e.c, e.env, r)
 	res.ContextID = e.c.ID()
 	res.Notices = append(res.Notices, notices...)
@@ -357,10 +388,17 @@ func (s *Session) RunOnce(ctx context.Context, r RunRequest) (res RunResult, err
 	if err != nil {
 		return RunResult{}, err
 	}
+	o.env(env)
+	o.ev.Context = c.ID()
+	sbEvent := observe.Event{Kind: observe.KindSandbox, Session: s.id, Context: c.ID(), Language: string(r.Language),
+		Environment: env.Name, Runtime: env.Runtime, Image: env.Image}
 	defer func() {
 		if cerr := c.Close(); cerr != nil {
 			svc.log.Warn("closing one-shot sandbox", "error", cerr)
 		}
+		stop := sbEvent
+		stop.Action, stop.Reason = "stop", "the one-shot run ended"
+		svc.publish(stop)
 	}()
 	res, err = svc.exec(ctx, c, env, r)
 	if err == nil && key != "" {
@@ -410,6 +448,11 @@ func (s *Service) exec(ctx context.Context, c *runtime.Context, env Environment,
 		if errors.Is(runCtx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
 			return out, wrapf(errdefs.ErrUnavailable, err, "the sandbox did not answer within %s; the context may be stuck: stop it and create a new one", human.Duration(timeout+hardDeadlineSlack))
 		}
+		if errdefs.IsResourceExhausted(err) {
+			// Too many calls queued on the context: the runtime's words,
+			// meant for the caller.
+			return out, wrapf(errdefs.ErrResourceExhausted, err, "%s", strings.TrimSuffix(err.Error(), ": "+errdefs.ErrResourceExhausted.Error()))
+		}
 		return out, err
 	}
 	return out, nil
@@ -428,7 +471,10 @@ func (s *Session) endRun(o *op, res RunResult, err error) {
 		return
 	}
 	o.ev.Usage = &observe.Usage{CPU: res.CPUTime, PeakMemory: res.PeakMemory}
-	o.ev.Limits = &observe.Limits{Timeout: res.Timeout}
+	if o.ev.Limits == nil {
+		o.ev.Limits = &observe.Limits{}
+	}
+	o.ev.Limits.Timeout = res.Timeout
 	result := runOutcome(res.ExecResult)
 	if o.ev.Outcome == "cached" {
 		result = "cached"
@@ -465,6 +511,7 @@ func (s *Service) oneShot(ctx context.Context, lang Language, env Environment) (
 	if err != nil {
 		return nil, err
 	}
+	t0 := time.Now()
 	sb, err := s.provider.Start(ctx, StartRequest{Language: lang, Env: env, DriverEnv: runtime.DriverEnv(s.opts.Context)})
 	if err != nil {
 		release()
@@ -478,5 +525,8 @@ func (s *Service) oneShot(ctx context.Context, lang Language, env Environment) (
 	if err != nil {
 		return nil, startError(lang, env, err)
 	}
+	// A pooled sandbox was counted when the pool started it.
+	s.publish(observe.Event{Kind: observe.KindSandbox, Action: "start", Context: c.ID(), Language: string(lang),
+		Environment: env.Name, Runtime: env.Runtime, Image: env.Image, Duration: time.Since(t0)})
 	return c, nil
 }

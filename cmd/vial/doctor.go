@@ -130,7 +130,7 @@ func doctorAgent(ctx context.Context, g *globals, fs *flag.FlagSet, dir, agent s
 	problems := 0
 	// openService runs the start-up check: its error is the agent's own
 	// environment failing.
-	svc, err := openService(ctx, &quiet, cfg)
+	svc, err := openService(ctx, &quiet, cfg, nil)
 	if err != nil {
 		check("environment", false, err.Error(), "")
 		return 1

@@ -4,9 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/vial-run/vial/config"
+	"github.com/vial-run/vial/internal/mask"
 )
 
 // toolCallMsg is the message of the record the MCP server writes for every
@@ -51,23 +51,11 @@ type logHandler struct {
 	inner     slog.Handler
 	level     slog.Level
 	toolCalls bool
-	mask      *strings.Replacer // nil: no secrets
+	mask      *mask.Masker // nil: no secrets
 }
 
 func newLogHandler(inner slog.Handler, level slog.Level, toolCalls bool, secrets []string) *logHandler {
-	h := &logHandler{inner: inner, level: level, toolCalls: toolCalls}
-	var pairs []string
-	for _, s := range secrets {
-		// Very short values would mask ordinary words and digits, and a
-		// secret that short protects nothing anyway.
-		if len(s) >= 4 {
-			pairs = append(pairs, s, "********")
-		}
-	}
-	if len(pairs) > 0 {
-		h.mask = strings.NewReplacer(pairs...)
-	}
-	return h
+	return &logHandler{inner: inner, level: level, toolCalls: toolCalls, mask: mask.New(secrets)}
 }
 
 func (h *logHandler) Enabled(_ context.Context, l slog.Level) bool {

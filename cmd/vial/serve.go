@@ -15,6 +15,7 @@ import (
 
 	"github.com/vial-run/vial/config"
 	"github.com/vial-run/vial/mcp"
+	"github.com/vial-run/vial/observe"
 	"github.com/vial-run/vial/policy"
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
@@ -70,6 +71,12 @@ type serveConfig struct {
 	// QueueWait is how long a request waits for a sandbox slot when all
 	// are taken (seed 000's bounded executor); 0 refuses at once.
 	QueueWait time.Duration
+	// Secrets are the configuration's secret values, masked in the audit
+	// log as in the log.
+	Secrets []string
+	// RetentionDays is how long audit files are kept ([logging]
+	// retention_days; 0 keeps them all).
+	RetentionDays int
 }
 
 // serveTeardownTimeout bounds the teardown of every sandbox at exit.
@@ -102,6 +109,9 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 	legacy := fs.Bool("legacy-protocol", false, "answer server/discover with Method not found so clients use the initialize handshake")
 	agent := fs.String("agent", "", "agent ID whose configuration applies (runtime, image, limits, tools)")
 	configDir := fs.String("config-dir", "", "configuration directory (default $VIAL_CONFIG_DIR, else /etc/vial when --agent is given)")
+	metricsAddr := fs.String("metrics", "", "also serve Prometheus metrics at http://ADDR/metrics (with --http they are on its listener too)")
+	metricsTokenFile := fs.String("metrics-token-file", "", "file holding a bearer token for /metrics, for scrapers (default $VIAL_METRICS_TOKEN); the MCP token is accepted too")
+	auditDir := fs.String("audit-dir", "", "directory of the audit log, one JSON line per tool call and decision (default <state-dir>/audit; \"none\" keeps no audit log)")
 	allowLocal := fs.Bool(localAckFlag, false, "acknowledge that an agent with sandbox.mode = \"local\" runs code on this host with NO ISOLATION (refused without it)")
 	fs.Usage = func() {
 		fmt.Fprintln(g.Stderr, "usage: vial serve [flags]")
@@ -138,6 +148,7 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 		MaxContexts:      *maxContexts,
 		Pool:             service.PoolOptions{Size: *poolSize},
 		QueueWait:        *queueWait,
+		RetentionDays:    defaultRetentionDays,
 		IdleTimeout:      *idle,
 		MaxLifetime:      *lifetime,
 		AllowUnsandboxed: *allowLocal,
@@ -181,7 +192,31 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 		}
 	}
 
-	svc, err := openService(ctx, g, cfg)
+	mtoken, err := metricsToken(*metricsTokenFile)
+	if err != nil {
+		fmt.Fprintf(g.Stderr, "vial serve: %v\n", err)
+		return exitUsage
+	}
+	// /metrics accepts the metrics token and the MCP token; with neither
+	// it is open, which only a loopback listener allows.
+	metricsTokens := []string{mtoken, token}
+	var metricsLn net.Listener
+	if *metricsAddr != "" {
+		if metricsLn, err = listenMetrics(*metricsAddr, metricsTokens); err != nil {
+			fmt.Fprintf(g.Stderr, "vial serve: %v\n", err)
+			return exitUsage
+		}
+		defer metricsLn.Close()
+	}
+	obs, err := openObservability(g, *auditDir, cfg.RetentionDays, cfg.Secrets)
+	if err != nil {
+		return fail(g, err)
+	}
+	// Runs after the service's teardown below, so its last events are
+	// written.
+	defer obs.close(g)
+
+	svc, err := openService(ctx, g, cfg, obs.bus)
 	if err != nil {
 		return fail(g, err)
 	}
@@ -201,18 +236,28 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 
 	cfg.MCP.Service = svc
 	cfg.MCP.Log = g.Log // the configuration may have replaced it ([logging])
+	cfg.MCP.Resources = append(cfg.MCP.Resources, obs.resource())
+	metricsHandler := metricsAuth(metricsTokens, obs.metrics.Handler())
 	if *httpAddr != "" {
 		routes, closeAPI, err := operatorRoutes(g, svc, operatorOptions{
 			Token:       adminToken,
 			ConfigDir:   cmp.Or(dir, config.DefaultDir),
 			AllowWrites: *apiWrites,
 			Approvals:   serviceApprovals{svc},
+			Metrics:     obs.metrics,
+			Audit:       obs.auditSource(),
 		})
 		if err != nil {
 			return fail(g, err)
 		}
 		defer closeAPI()
+		routes["/metrics"] = metricsHandler
 		cfg.MCP.HTTPRoutes = routes
+	}
+	if metricsLn != nil {
+		mctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		go serveMetrics(mctx, g, metricsLn, metricsHandler)
 	}
 	srv, err := mcp.NewServer(cfg.MCP)
 	if err != nil {
@@ -234,7 +279,7 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 // openService opens the engine (recovering what a crashed vial left),
 // checks the runtime and image, and builds the application core on the
 // engine, or on host processes in local mode.
-func openService(ctx context.Context, g *globals, cfg serveConfig) (*service.Service, error) {
+func openService(ctx context.Context, g *globals, cfg serveConfig, events *observe.Bus) (*service.Service, error) {
 	eng, err := openEngine(ctx, g, true)
 	if err != nil {
 		return nil, err
@@ -275,6 +320,7 @@ func openService(ctx context.Context, g *globals, cfg serveConfig) (*service.Ser
 		Pool:              cfg.Pool,
 		IdleTimeout:       neverIfZero(cfg.IdleTimeout),
 		MaxLifetime:       neverIfZero(cfg.MaxLifetime),
+		Events:            events,
 		Log:               g.Log,
 	})
 	if err != nil {

@@ -40,6 +40,8 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 	if err := applyLogging(g, res.Logging, res.SecretValues()); err != nil {
 		return err
 	}
+	cfg.Secrets = res.SecretValues()
+	cfg.RetentionDays = res.Logging.RetentionDays
 	for _, w := range res.Warnings {
 		g.Log.Warn(w)
 	}

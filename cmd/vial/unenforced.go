@@ -61,8 +61,5 @@ func unenforced(res *config.Resolved) []string {
 	if len(res.Packages) > 0 {
 		add("sandbox.docker.packages", "installed only into an image built with `vial rootfs build --env NAME` or `--agent ID`; vial serve uses the image %q as it is", res.Image)
 	}
-	if res.Logging.RetentionDays > 0 {
-		add("logging.retention_days", "not applied: vial writes no log files (its log goes to stderr)")
-	}
 	return out
 }

@@ -72,8 +72,11 @@ func TestDependencyRules(t *testing.T) {
 	for p, imports := range graph {
 		for _, imp := range imports {
 			switch {
-			// Leaves import nothing of vial's but internal helpers.
-			case slices.ContainsFunc(leaves, func(l string) bool { return under(p, l) }) && !under(imp, "internal"):
+			// Leaves import nothing of vial's but internal helpers; the
+			// consumers of events under observe/ (metrics, audit) import
+			// observe's event types.
+			case slices.ContainsFunc(leaves, func(l string) bool { return under(p, l) }) && !under(imp, "internal") &&
+				!(under(p, "observe") && imp == "observe"):
 				t.Errorf("%s is a leaf but imports %s", p, imp)
 			// Only cmd/vial reads configuration; everything else takes
 			// options, so it is testable without TOML.
@@ -94,6 +97,20 @@ func TestDependencyRules(t *testing.T) {
 	for _, must := range []string{"service", "mcp", "runtime", "cmd/vial"} {
 		if _, ok := graph[must]; !ok {
 			t.Errorf("package %s not found: the rules check nothing for it", must)
+		}
+	}
+}
+
+// TestMCPFreeOfPrometheus: the MCP front end takes the metrics as a
+// function; the Prometheus client stays in observe/metrics and cmd/vial.
+func TestMCPFreeOfPrometheus(t *testing.T) {
+	out, err := exec.Command("go", "list", "-deps", module+"/mcp").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	for _, dep := range strings.Fields(string(out)) {
+		if strings.HasPrefix(dep, "github.com/prometheus/") || strings.HasPrefix(dep, module+"/observe/metrics") {
+			t.Errorf("mcp depends on %s", dep)
 		}
 	}
 }
