@@ -90,7 +90,8 @@ func auditLines(t *testing.T, stateDir string, n int) []map[string]any {
 func TestMetricsAndAudit(t *testing.T) {
 	const token = "e2e-observe-token-0123456789"
 	const mtoken = "e2e-scraper-token-0123456789"
-	h := startHTTPServe(t, []string{"VIAL_HTTP_TOKEN=" + token, "VIAL_METRICS_TOKEN=" + mtoken})
+	// No warm pool: the test counts every sandbox.
+	h := startHTTPServe(t, []string{"VIAL_HTTP_TOKEN=" + token, "VIAL_METRICS_TOKEN=" + mtoken}, "--pool-size", "0")
 	s := h.connect(t, token, "observer")
 	calls := []struct {
 		tool, outcome string
