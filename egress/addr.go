@@ -3,12 +3,11 @@ package egress
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/netip"
-	"sync"
-	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 )
 
 // Address classes vial refuses to dial for a sandbox. A name on the
@@ -56,8 +55,9 @@ var (
 // addrGuard decides which resolved addresses vial may dial.
 type addrGuard struct {
 	allowed []netip.Prefix // AllowPrivateCIDRs
-	// own returns the host's own addresses (cached); replaceable in tests.
-	own func() map[netip.Addr]bool
+	// own reports whether an address is the host's own (hostLocal;
+	// replaceable in tests).
+	own func(netip.Addr) bool
 }
 
 // parseCIDRs parses AllowPrivateCIDRs. A block that would open every
@@ -110,7 +110,7 @@ func (g *addrGuard) refused(a netip.Addr) string {
 	// The host's own addresses are never dialed, even inside a range the
 	// operator opened: every service listening on the host would become
 	// reachable from every sandbox.
-	if g.own != nil && g.own()[a] {
+	if g.own != nil && g.own(a) {
 		return "an address of this host"
 	}
 	for _, pd := range privateDial {
@@ -126,38 +126,20 @@ func (g *addrGuard) refused(a netip.Addr) string {
 	return ""
 }
 
-// hostAddrs caches the addresses of vial's own network namespace. They
-// change rarely (DHCP, hot-plugged interfaces); a few seconds of cache
-// keep the cost off every connection.
-type hostAddrs struct {
-	mu   sync.Mutex
-	at   time.Time
-	addr map[netip.Addr]bool
-}
-
-const hostAddrsTTL = 5 * time.Second
-
-func (h *hostAddrs) get() map[netip.Addr]bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.addr != nil && time.Since(h.at) < hostAddrsTTL {
-		return h.addr
+// hostLocal reports whether the host delivers traffic for a to itself:
+// the kernel's own answer (`ip route get`), asked on every check, so an
+// address added to the host a moment ago counts at once — a cached list
+// of interface addresses would leave a window in which it did not. It
+// runs in vial's own network namespace (an ordinary goroutine's).
+func hostLocal(a netip.Addr) bool {
+	routes, err := netlink.RouteGet(a.AsSlice())
+	if err != nil {
+		return false // no route at all: nothing local, and no connection either
 	}
-	m := map[netip.Addr]bool{}
-	ifaddrs, err := net.InterfaceAddrs()
-	if err == nil {
-		for _, ia := range ifaddrs {
-			if n, ok := ia.(*net.IPNet); ok {
-				if a, ok := netip.AddrFromSlice(n.IP); ok {
-					m[a.Unmap()] = true
-				}
-			}
+	for _, r := range routes {
+		if r.Type == unix.RTN_LOCAL || r.Type == unix.RTN_BROADCAST {
+			return true
 		}
 	}
-	h.addr, h.at = m, time.Now()
-	return m
+	return false
 }
-
-// ownAddrs is shared by every guard in the process: they all dial from
-// vial's own namespace.
-var ownAddrs hostAddrs

@@ -75,7 +75,7 @@ func newDialer(hosts map[string]string, cidrs []string, resolver *net.Resolver) 
 	if d.resolver == nil {
 		d.resolver = net.DefaultResolver
 	}
-	d.guard = &addrGuard{allowed: allowed, own: ownAddrs.get}
+	d.guard = &addrGuard{allowed: allowed, own: hostLocal}
 	return d, nil
 }
 

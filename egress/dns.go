@@ -10,11 +10,12 @@ import (
 	"github.com/miekg/dns"
 )
 
-// DNS bounds and answers.
-const (
-	// dnsTTL is short: the answer is vial's own address and never
-	// changes, but a policy change should not wait on client caches.
-	dnsTTL = 10
+// dnsTTL is short: the answer is vial's own address and never changes,
+// but a policy change should not wait on client caches.
+const dnsTTL = 10
+
+// DNS bounds (variables so that their hostile tests can lower them).
+var (
 	// maxDNSConns bounds the TCP connections a sandbox holds to its DNS
 	// responder (glibc falls back to TCP on truncation).
 	maxDNSConns = 16

@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/containerd/errdefs"
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
 )
@@ -347,4 +348,199 @@ func randHex(n int) string {
 	b := make([]byte, n)
 	rand.Read(b)
 	return fmt.Sprintf("%x", b)
+}
+
+// TestProxyBounds: each bound of the proxy holds against a client that
+// tries to exceed it, and the proxy keeps serving afterwards.
+func TestProxyBounds(t *testing.T) {
+	defer func(c int, h, r time.Duration) { maxConns, helloTimeout, readHeaderTimeout = c, h, r }(maxConns, helloTimeout, readHeaderTimeout)
+	maxConns, helloTimeout, readHeaderTimeout = 8, 300*time.Millisecond, 300*time.Millisecond
+	u := newUpstream(t)
+	state := t.TempDir()
+	t.Cleanup(func() { Collect(state) })
+	var ev events
+	n := openTestNetwork(t, u, state, &ev)
+	dial := func() net.Conn {
+		t.Helper()
+		c, err := dialFrom(n.NetnsPath)(context.Background(), "tcp", fmt.Sprintf("%s:%d", ProxyIP, ProxyPort))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	// closedSoon reports whether the proxy closes c within a few seconds.
+	closedSoon := func(c net.Conn) bool {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := io.Copy(io.Discard, c)
+		var ne net.Error
+		return err == nil || !(errors.As(err, &ne) && ne.Timeout())
+	}
+	get := func(c net.Conn, br *bufio.Reader) int {
+		t.Helper()
+		fmt.Fprintf(c, "GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("request through the proxy: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+
+	t.Run("connections", func(t *testing.T) {
+		var held []net.Conn
+		for range maxConns {
+			c := dial()
+			defer c.Close()
+			if code := get(c, bufio.NewReader(c)); code != 200 {
+				t.Fatalf("status %d", code)
+			}
+			held = append(held, c)
+		}
+		extra := dial()
+		defer extra.Close()
+		if !closedSoon(extra) {
+			t.Fatalf("connection %d past the limit of %d was held open", maxConns+1, maxConns)
+		}
+		waitFor(t, func() bool { e, ok := ev.find(KindConnect, "", false); return ok && strings.Contains(e.Reason, "too many") })
+		held[0].Close()
+		var code int
+		waitFor(t, func() bool {
+			c := dial()
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(2 * time.Second))
+			fmt.Fprintf(c, "GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\n\r\n")
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if err == nil {
+				code = resp.StatusCode
+			}
+			return err == nil
+		})
+		if code != 200 {
+			t.Errorf("after a slot freed: status %d", code)
+		}
+	})
+	t.Run("silent-tunnel", func(t *testing.T) {
+		c := dial()
+		defer c.Close()
+		br := bufio.NewReader(c)
+		fmt.Fprintf(c, "CONNECT allowed.test:443 HTTP/1.1\r\nHost: allowed.test:443\r\n\r\n")
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("CONNECT: %v %v", resp, err)
+		}
+		start := time.Now()
+		if !closedSoon(&bufConn{Conn: c, r: br}) {
+			t.Fatal("a tunnel that never sent a ClientHello was held open")
+		}
+		if d := time.Since(start); d > 3*time.Second {
+			t.Errorf("closed after %v; the hello timeout is %v", d, helloTimeout)
+		}
+	})
+	t.Run("slow-header", func(t *testing.T) {
+		c := dial()
+		defer c.Close()
+		fmt.Fprintf(c, "GET http://allowed.test/ HTTP/1.1\r\nX-Slow: ")
+		if !closedSoon(c) {
+			t.Fatal("a request whose header never ends was held open")
+		}
+	})
+	t.Run("huge-header", func(t *testing.T) {
+		c := dial()
+		defer c.Close()
+		fmt.Fprintf(c, "GET http://allowed.test/ HTTP/1.1\r\nHost: allowed.test\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", 2*maxHeaderBytes))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("a %d-byte header: %v %v; want 431", 2*maxHeaderBytes, resp, err)
+		}
+	})
+}
+
+// TestClient: vial's own requests (http_request, fetch_url) follow the
+// same rules as a sandbox's, hop by hop, within their bounds.
+func TestClient(t *testing.T) {
+	u := newUpstream(t)
+	o := u.testOptions(t, "")
+	var ev events
+	newClient := func(mod func(*ClientOptions)) *Client {
+		co := ClientOptions{Policy: o.Policy, Hosts: o.Hosts, AllowPrivateCIDRs: o.AllowPrivateCIDRs, Resolver: o.Resolver, RootCAs: u.CA, Events: ev.add}
+		if mod != nil {
+			mod(&co)
+		}
+		c, err := NewClient(co)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	c := newClient(nil)
+	ctx := t.Context()
+
+	resp, err := c.Do(ctx, Request{URL: "https://allowed.test/"})
+	if err != nil || resp.Status != 200 || string(resp.Body) != "hello from allowed.test over https\n" {
+		t.Fatalf("GET https://allowed.test/: %+v %v", resp, err)
+	}
+	resp, err = c.Do(ctx, Request{Method: "post", URL: "http://allowed.test/echo", Headers: map[string]string{"x-test": "v"}, Body: []byte("body")})
+	if err != nil || string(resp.Body) != "POST v body" {
+		t.Fatalf("POST: %+v %v", resp, err)
+	}
+	resp, err = c.Do(ctx, Request{URL: "https://allowed.test/to?u=https://dns-allowed.test/"})
+	if err != nil || resp.URL != "https://dns-allowed.test/" || !strings.Contains(string(resp.Body), "dns-allowed.test") {
+		t.Fatalf("an allowed redirect: %+v %v", resp, err)
+	}
+	if e, ok := ev.find(KindFetch, "allowed.test", true); !ok || e.Down == 0 || e.Addr == "" {
+		t.Errorf("no fetch event with bytes and address: %+v", e)
+	}
+
+	for _, tc := range []struct{ url, why string }{
+		{"http://localhost/", "blocked"},
+		{"http://127.0.0.1:8080/", "blocked"},
+		{"http://denied.test/", "not in allowed_hosts"},
+		{"http://169.254.169.254/", "address literal"},
+		{"http://" + u.IP.String() + "/", "address literal"},
+		{"http://meta.test/", "link-local"},
+		{"http://hostself.test/", "address of this host"},
+		{"http://loop.test/", "loopback"},
+		{"http://allowed.test:22/", "port 22"},
+		// Redirects are checked hop by hop.
+		{"https://allowed.test/to?u=http://denied.test/", "not in allowed_hosts"},
+		{"https://allowed.test/to?u=http://127.0.0.1/", "blocked"},
+		{"https://allowed.test/to?u=http://meta.test/", "link-local"},
+	} {
+		_, err := c.Do(ctx, Request{URL: tc.url})
+		if !errdefs.IsPermissionDenied(err) || !strings.Contains(err.Error(), tc.why) {
+			t.Errorf("GET %s: %v; want a refusal saying %q", tc.url, err, tc.why)
+		}
+	}
+
+	t.Run("bounds", func(t *testing.T) {
+		if _, err := c.Do(ctx, Request{URL: "https://allowed.test/loop"}); !errdefs.IsResourceExhausted(err) {
+			t.Errorf("a redirect loop: %v; want resource exhausted", err)
+		}
+		small := newClient(func(o *ClientOptions) { o.MaxBodyBytes, o.Timeout, o.MaxTextBytes = 1000, 500 * time.Millisecond, 8 })
+		resp, err := small.Do(ctx, Request{URL: "http://allowed.test/big?n=1000000"})
+		if err != nil || !resp.Truncated || len(resp.Body) != 1000 {
+			t.Errorf("a 1 MB body with a 1000-byte cap: %d bytes, truncated %v, %v", len(resp.Body), resp != nil && resp.Truncated, err)
+		}
+		start := time.Now()
+		if _, err := small.Do(ctx, Request{URL: "http://allowed.test/slow"}); !errdefs.IsUnavailable(err) || time.Since(start) > 5*time.Second {
+			t.Errorf("a stalled upstream: %v after %v; want unavailable after the 500ms timeout", err, time.Since(start))
+		}
+		p, err := small.Fetch(ctx, "https://allowed.test/page")
+		if err != nil || !p.Truncated || len(p.Text) > 8 {
+			t.Errorf("Fetch with an 8-byte text cap: %+v %v", p, err)
+		}
+	})
+	t.Run("fetch", func(t *testing.T) {
+		p, err := c.Fetch(ctx, "https://allowed.test/page")
+		if err != nil || p.Title != "Test page" || p.Text != "Hello\n\nfrom the upstream" {
+			t.Errorf("Fetch(page) = %+v, %v", p, err)
+		}
+		p, err = c.Fetch(ctx, "http://allowed.test/big?n=100")
+		if err != nil || !strings.Contains(p.Text, "not text") {
+			t.Errorf("Fetch(binary) = %+v, %v", p, err)
+		}
+		if _, err := c.Fetch(ctx, "http://denied.test/"); !errdefs.IsPermissionDenied(err) {
+			t.Errorf("Fetch(denied) = %v", err)
+		}
+	})
 }

@@ -17,8 +17,9 @@ import (
 	"time"
 )
 
-// Bounds of one sandbox's proxy. Each has a hostile test.
-const (
+// Bounds of one sandbox's proxy. Each has a hostile test (which lowers
+// it: they are variables for that reason only).
+var (
 	// maxConns bounds the connections a sandbox holds open to its proxy
 	// (all listeners together): each costs vial goroutines, buffers and
 	// an upstream socket. Past it new connections are closed at once.

@@ -252,6 +252,11 @@ func (u *upstream) serve(w http.ResponseWriter, r *http.Request) {
 		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
 		w.Header().Set("Content-Type", "application/octet-stream")
 		io.CopyN(w, zeros{}, int64(n))
+	case "/slow":
+		select {
+		case <-r.Context().Done():
+		case <-time.After(30 * time.Second):
+		}
 	case "/loop":
 		http.Redirect(w, r, "/loop", http.StatusFound)
 	case "/to":
