@@ -402,7 +402,10 @@ func TestProxyBounds(t *testing.T) {
 		if !closedSoon(extra) {
 			t.Fatalf("connection %d past the limit of %d was held open", maxConns+1, maxConns)
 		}
-		waitFor(t, func() bool { e, ok := ev.find(KindConnect, "", false); return ok && strings.Contains(e.Reason, "too many") })
+		waitFor(t, func() bool {
+			e, ok := ev.find(KindConnect, "", false)
+			return ok && strings.Contains(e.Reason, "too many")
+		})
 		held[0].Close()
 		var code int
 		waitFor(t, func() bool {
@@ -516,7 +519,7 @@ func TestClient(t *testing.T) {
 		if _, err := c.Do(ctx, Request{URL: "https://allowed.test/loop"}); !errdefs.IsResourceExhausted(err) {
 			t.Errorf("a redirect loop: %v; want resource exhausted", err)
 		}
-		small := newClient(func(o *ClientOptions) { o.MaxBodyBytes, o.Timeout, o.MaxTextBytes = 1000, 500 * time.Millisecond, 8 })
+		small := newClient(func(o *ClientOptions) { o.MaxBodyBytes, o.Timeout, o.MaxTextBytes = 1000, 500*time.Millisecond, 8 })
 		resp, err := small.Do(ctx, Request{URL: "http://allowed.test/big?n=1000000"})
 		if err != nil || !resp.Truncated || len(resp.Body) != 1000 {
 			t.Errorf("a 1 MB body with a 1000-byte cap: %d bytes, truncated %v, %v", len(resp.Body), resp != nil && resp.Truncated, err)

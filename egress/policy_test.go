@@ -25,7 +25,7 @@ func TestHostRules(t *testing.T) {
 		{"pypi.org", 443, true, `allowed by "pypi.org"`},
 		{"PyPI.org.", 443, true, ""},
 		{"pypi.org", 80, false, `blocked by "pypi.org:80"`}, // a blocked port wins
-		{"pypi.org", 0, true, ""},                          // DNS: some port is open
+		{"pypi.org", 0, true, ""},                           // DNS: some port is open
 		{"pypi.org", 22, false, "port 22 not allowed"},
 		{"www.pypi.org", 443, false, "not in allowed_hosts"},
 		{"files.example.com", 443, true, `allowed by "*.example.com"`},
