@@ -307,7 +307,7 @@ func (c *Client) newRequest(ctx context.Context, r Request) (*http.Request, erro
 	for k, v := range r.Headers {
 		ck := http.CanonicalHeaderKey(k)
 		if slices.Contains(forbiddenHeaders, ck) {
-			return nil, fmt.Errorf("header %q: %w: it is set by vial", k, errdefs.ErrInvalidArgument)
+			return nil, fmt.Errorf("header %q: %w: it is set by vial", ck, errdefs.ErrInvalidArgument)
 		}
 		if strings.ContainsAny(k+v, "\r\n") {
 			return nil, fmt.Errorf("header %q: %w: line breaks are not allowed", k, errdefs.ErrInvalidArgument)
