@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"sync"
+	"time"
 
 	"github.com/containerd/errdefs"
 	"github.com/vishvananda/netlink"
@@ -126,13 +128,31 @@ func (g *addrGuard) refused(a netip.Addr) string {
 	return ""
 }
 
+// routeHandle is one netlink socket in vial's own namespace, opened on
+// first use by an ordinary goroutine (only goroutines that vial locks to a
+// thread ever leave that namespace, and they never get here). Requests on
+// it are serialized by the library; a route lookup over it costs a few
+// microseconds instead of a socket's set-up.
+var routeHandle = sync.OnceValues(func() (*netlink.Handle, error) {
+	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, err
+	}
+	h.SetSocketTimeout(5 * time.Second)
+	return h, nil
+})
+
 // hostLocal reports whether the host delivers traffic for a to itself:
 // the kernel's own answer (`ip route get`), asked on every check, so an
 // address added to the host a moment ago counts at once — a cached list
 // of interface addresses would leave a window in which it did not. It
 // runs in vial's own network namespace (an ordinary goroutine's).
 func hostLocal(a netip.Addr) bool {
-	routes, err := netlink.RouteGet(a.AsSlice())
+	get := netlink.RouteGet // a fresh socket per call (slower)
+	if h, err := routeHandle(); err == nil {
+		get = h.RouteGet
+	}
+	routes, err := get(a.AsSlice())
 	if err != nil {
 		return false // no route at all: nothing local, and no connection either
 	}
