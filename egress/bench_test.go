@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/vial-run/vial/internal/testutil"
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
 )
@@ -29,6 +30,7 @@ import (
 // namespaces, the veth, five listeners) and teardown (Close), reported
 // apart as open-ms and close-ms.
 func BenchmarkNetworkOpenClose(b *testing.B) {
+	testutil.RequireRoot(b)
 	state := b.TempDir()
 	b.Cleanup(func() { Collect(state) })
 	rules := testRules(b)

@@ -108,7 +108,7 @@ func parseRule(s string, allow bool) (rule, error) {
 		if allow && !strings.Contains(host, ".") {
 			// "*.com" would open a whole top-level domain (blocking one,
 			// "*.internal", is fine).
-			return r, errors.New("an allowed wildcard needs at least two labels after *.")
+			return r, errors.New("an allowed wildcard needs at least two labels after the *")
 		}
 		r.name = "." + host
 	} else {
