@@ -358,11 +358,9 @@ func TestOpenCloseCycles(t *testing.T) {
 			t.Fatalf("cycle %d: Open: %v", i, err)
 		}
 		inos = append(inos, nsIno(n.NetnsPath), nsIno(filepath.Join(n.dir, pinProxy)))
-		if i%10 == 0 {
-			res, err := e.Run(t.Context(), "runc", runtime.Request{Image: img, Args: []string{"/bin/true"}, Network: attachment(n)})
-			if err != nil || res.ExitCode != 0 {
-				t.Fatalf("cycle %d: sandbox: %v %+v", i, err, res)
-			}
+		res, err := e.Run(t.Context(), "runc", runtime.Request{Image: img, Args: []string{"/bin/true"}, Network: attachment(n)})
+		if err != nil || res.ExitCode != 0 {
+			t.Fatalf("cycle %d: sandbox: %v %+v", i, err, res)
 		}
 		if err := n.Close(); err != nil {
 			t.Fatalf("cycle %d: Close: %v", i, err)
