@@ -34,13 +34,19 @@ const (
 	linkMTU = 1500
 )
 
-// Names of the files in a network's directory <state>/netns/<id>/.
+// Names of the files in a network's directory <state>/netns/<id>/ (the
+// directory itself is flock-held by its owner), and of the resolv.conf
+// every sandbox shares, <state>/netns/resolv.conf.
 const (
 	pinSandbox = "sandbox"     // nsfs bind mount of S: what the runtime joins
 	pinProxy   = "proxy"       // nsfs bind mount of P
-	resolvName = "resolv.conf" // bound at /etc/resolv.conf in the sandbox
-	lockName   = "lock"        // flock held by the owning vial process
+	resolvName = "resolv.conf" // bound at /etc/resolv.conf in every sandbox
 )
+
+// resolvConf names vial's DNS as the only name server. It is the same for
+// every sandbox (each reaches its own vial at the same address).
+var resolvConf = "# vial: names are answered by vial's egress DNS, for allowed hosts only\n" +
+	"nameserver " + ProxyIP.String() + "\noptions timeout:2 attempts:2\n"
 
 // listeners are the sockets vial opened inside P.
 type listeners struct {
@@ -244,6 +250,24 @@ func ensureBase(base string) error {
 	}
 	if err := unix.Mount("", base, "", unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making %s private: %w", base, err)
+	}
+	// The shared resolv.conf: replaced (never rewritten in place: running
+	// sandboxes keep the file they bound) when it is missing or stale.
+	p := filepath.Join(base, resolvName)
+	if b, err := os.ReadFile(p); err == nil && string(b) == resolvConf {
+		return nil
+	}
+	tmp, err := os.CreateTemp(base, ".resolv-")
+	if err != nil {
+		return fmt.Errorf("writing resolv.conf: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(resolvConf)
+	if err = errors.Join(err, tmp.Chmod(0o644), tmp.Close()); err != nil {
+		return fmt.Errorf("writing resolv.conf: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), p); err != nil {
+		return fmt.Errorf("writing resolv.conf: %w", err)
 	}
 	return nil
 }

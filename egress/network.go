@@ -125,9 +125,11 @@ func Open(ctx context.Context, id string, o Options) (_ *Network, err error) {
 		return nil, fmt.Errorf("creating network directory: %w", err)
 	}
 	cu.Add(func() error { return os.RemoveAll(n.dir) })
-	lock, err := os.OpenFile(filepath.Join(n.dir, lockName), os.O_CREATE|os.O_RDWR|os.O_EXCL, 0o600)
+	// The directory's flock says its owner lives (Collect leaves it
+	// alone); the kernel drops it when this process dies.
+	lock, err := os.Open(n.dir)
 	if err != nil {
-		return nil, fmt.Errorf("creating network lock: %w", err)
+		return nil, fmt.Errorf("opening network directory: %w", err)
 	}
 	// The directory goes before the lock is let go: a Collect that finds
 	// the lock free then finds nothing to remove.
@@ -145,12 +147,7 @@ func Open(ctx context.Context, id string, o Options) (_ *Network, err error) {
 	}
 	cu.Add(func() error { n.lns.close(); return nil })
 	n.NetnsPath = filepath.Join(n.dir, pinSandbox)
-	n.ResolvConf = filepath.Join(n.dir, resolvName)
-	resolv := "# vial: names are answered by vial's egress DNS, for allowed hosts only\n" +
-		"nameserver " + ProxyIP.String() + "\noptions timeout:2 attempts:2\n"
-	if err := os.WriteFile(n.ResolvConf, []byte(resolv), 0o644); err != nil {
-		return nil, fmt.Errorf("writing resolv.conf: %w", err)
-	}
+	n.ResolvConf = filepath.Join(base, resolvName)
 	proxyURL := "http://" + net.JoinHostPort(ProxyIP.String(), strconv.Itoa(ProxyPort))
 	for _, k := range []string{"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"} {
 		n.Env = append(n.Env, k+"="+proxyURL)
@@ -206,8 +203,8 @@ type CollectReport struct {
 }
 
 // Collect removes the networks under <stateDir>/netns whose owner is gone
-// (its process died without Close: their lock is free), unmounting their
-// pins so the namespaces and veths die with them. Networks of live vial
+// (it died without Close: the directory's flock is free), unmounting
+// their pins so the namespaces and veths die with them. Networks of live vial
 // processes are left alone, so it is safe to run beside them (vial gc and
 // start-up recovery call it). When no network is left it also unmounts
 // the private base mount, leaving nothing mounted behind.
@@ -233,7 +230,7 @@ func Collect(stateDir string) (CollectReport, error) {
 		if !validID.MatchString(ent.Name()) || !ent.IsDir() {
 			continue
 		}
-		if held(filepath.Join(dir, lockName)) {
+		if held(dir) {
 			live++
 			continue
 		}
@@ -258,15 +255,19 @@ func Collect(stateDir string) (CollectReport, error) {
 				rep.Mounts++
 			}
 		}
+		stale, _ := filepath.Glob(filepath.Join(base, ".resolv-*"))
+		for _, f := range append(stale, filepath.Join(base, resolvName)) {
+			os.Remove(f)
+		}
 		os.Remove(base)
 	}
 	return rep, errors.Join(errs...)
 }
 
-// held reports whether a live process holds the lock file at path. A
-// directory without one (its owner died while creating it) is dead.
-func held(path string) bool {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
+// held reports whether a live process holds the flock on the network
+// directory dir.
+func held(dir string) bool {
+	f, err := os.Open(dir)
 	if err != nil {
 		return false
 	}
