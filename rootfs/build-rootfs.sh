@@ -40,9 +40,10 @@ step() { echo "==> $*" >&2; }
 recipe_packages() {
 	case "$1" in
 	minimal) echo "ca-certificates" ;;
-	python) echo "ca-certificates,python3" ;;
+	# pip and requests: install_package and seed 000's API use case.
+	python) echo "ca-certificates,python3,python3-pip,python3-requests" ;;
 	node) echo "ca-certificates,nodejs" ;;
-	data-science) echo "ca-certificates,python3,python3-numpy,python3-pandas,python3-matplotlib,python3-scipy" ;;
+	data-science) echo "ca-certificates,python3,python3-pip,python3-requests,python3-numpy,python3-pandas,python3-matplotlib,python3-scipy" ;;
 	*) return 1 ;;
 	esac
 }
@@ -172,6 +173,7 @@ mmdebstrap \
 	"${hooks[@]}" \
 	--include="$include" \
 	--aptopt='Acquire::Languages "none"' \
+	--aptopt='APT::Install-Recommends "false"' \
 	--dpkgopt='path-exclude=/usr/share/man/*' \
 	--dpkgopt='path-exclude=/usr/share/doc/*' \
 	--dpkgopt='path-include=/usr/share/doc/*/copyright' \

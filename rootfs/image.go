@@ -46,6 +46,13 @@ var MountPoints = append(slices.Clone(SandboxMountPoints), "opt/vial", "opt/vial
 // whatever else is bound into it.
 var SandboxMountPoints = []string{"proc", "sys", "dev", "tmp", "workspace"}
 
+// FileMountPoints are files every image root must contain, for the same
+// reason as MountPoints: a sandbox with the network on gets vial's
+// resolv.conf bound over etc/resolv.conf (see runtime.Network). Stored
+// images get an empty one (replacing a link, which the runtime would
+// follow) when they are stored; the host image generates its own.
+var FileMountPoints = []string{"etc/resolv.conf"}
+
 // MissingMountPoint returns the first of targets (absolute paths inside
 // the sandbox) that does not exist in a stored image's root, or "". Host
 // and directory images (no Digest) are vial's or the user's own to
@@ -134,6 +141,19 @@ func ensureMountPoints(root string) error {
 	// /tmp must be world-writable and sticky in the image itself.
 	if err := r.Chmod("tmp", 0o777|os.ModeSticky); err != nil {
 		return fmt.Errorf("preparing /tmp in image: %w", err)
+	}
+	// A directory image is the user's own tree: a missing file mount
+	// point is added, an existing one (even a link) is left alone.
+	for _, f := range FileMountPoints {
+		if _, err := r.Lstat(f); err == nil {
+			continue
+		}
+		if err := r.MkdirAll(filepath.Dir(f), 0o755); err != nil {
+			return fmt.Errorf("creating /%s in image: %w", filepath.Dir(f), err)
+		}
+		if err := r.WriteFile(f, nil, 0o644); err != nil {
+			return fmt.Errorf("creating mount point /%s in image: %w", f, err)
+		}
 	}
 	return nil
 }

@@ -653,7 +653,8 @@ func copyDir(ctx context.Context, src string, u *unpacker) error {
 }
 
 // ensureLayout adds what the runtime needs in every image: the mount points
-// of a read-only root (MountPoints) and users for uid 0 and 65534. Writes go
+// of a read-only root (MountPoints, FileMountPoints) and users for uid 0
+// and 65534. Writes go
 // through the image's os.Root, so links in the image cannot redirect them.
 func ensureLayout(r *os.Root) error {
 	for _, mp := range MountPoints {
@@ -668,6 +669,26 @@ func ensureLayout(r *os.Root) error {
 			if err := r.Chmod(mp, 0o777|fs.ModeSticky); err != nil {
 				return err
 			}
+		}
+	}
+	for _, f := range FileMountPoints {
+		fi, err := r.Lstat(f)
+		if err == nil && fi.Mode().IsRegular() {
+			continue
+		}
+		if err == nil {
+			// A link (or anything else) would be followed or refused by
+			// the runtime when vial binds its file there; an empty file
+			// stands in for it (nothing reads it without the network).
+			if err := r.RemoveAll(f); err != nil {
+				return fmt.Errorf("replacing /%s: %w", f, err)
+			}
+		}
+		if err := r.MkdirAll(path.Dir(f), 0o755); err != nil {
+			return fmt.Errorf("creating /%s: %w", path.Dir(f), err)
+		}
+		if err := r.WriteFile(f, nil, 0o644); err != nil {
+			return fmt.Errorf("creating mount point /%s: %w", f, err)
 		}
 	}
 	if err := ensureLine(r, "etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", ":65534:", "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"); err != nil {

@@ -30,10 +30,10 @@ func TestImportFormats(t *testing.T) {
 	layer1 := mkTar(t, append(baseRootfs(), file("old", "x"), dir("opt/"), dir("opt/app/"), file("opt/app/stale", "x"))...)
 	layer2 := mkTar(t, file(".wh.old", ""), file("opt/app/.wh..wh..opq", ""), file("opt/app/main.py", "print(1)\n"))
 	ociDir := mkOCILayout(t, filepath.Join(t.TempDir(), "oci"), "3.12", []string{"PATH=/usr/bin", "LANG=C.UTF-8"}, gzipBytes(t, layer1), zstdBytes(t, layer2))
-	wantLayered := []string{"bin -> usr/bin", "etc/", "etc/group", "etc/os-release", "etc/passwd", "opt/", "opt/app/", "opt/app/main.py",
+	wantLayered := []string{"bin -> usr/bin", "etc/", "etc/group", "etc/os-release", "etc/passwd", "etc/resolv.conf", "opt/", "opt/app/", "opt/app/main.py",
 		"opt/vial/", "opt/vial/drivers/", "proc/", "sys/", "dev/", "tmp/", "usr/", "usr/bin/", "usr/bin/sh", "workspace/"}
 	slices.Sort(wantLayered)
-	wantPlain := []string{"bin -> usr/bin", "dev/", "etc/", "etc/group", "etc/os-release", "etc/passwd", "opt/", "opt/vial/", "opt/vial/drivers/", "proc/", "sys/", "tmp/", "usr/", "usr/bin/", "usr/bin/sh", "workspace/"}
+	wantPlain := []string{"bin -> usr/bin", "dev/", "etc/", "etc/group", "etc/os-release", "etc/passwd", "etc/resolv.conf", "opt/", "opt/vial/", "opt/vial/drivers/", "proc/", "sys/", "tmp/", "usr/", "usr/bin/", "usr/bin/sh", "workspace/"}
 
 	src := t.TempDir()
 	for _, tc := range []struct {

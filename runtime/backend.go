@@ -22,6 +22,10 @@ type Backend struct {
 	Install string
 	// GlobalArgs go before the subcommand, after --root.
 	GlobalArgs []string
+	// SandboxArgs maps one sandbox's parameters to more global arguments
+	// for the invocation that creates it (after GlobalArgs), e.g. runsc's
+	// network mode. Nil means none.
+	SandboxArgs func(SandboxParams) []string
 	// LogArgs returns the flags that send the runtime's own log to path in
 	// JSON, so its errors are told apart from the program's stderr.
 	LogArgs func(path string) []string

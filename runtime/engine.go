@@ -57,7 +57,10 @@ type Request struct {
 	Env   []string
 	Cwd   string // default /workspace
 	// Binds are extra read-only bind mounts (e.g. the context drivers).
-	Binds   []rootfs.Bind
+	Binds []rootfs.Bind
+	// Network attaches the sandbox to a prepared network; nil means an
+	// empty network namespace (loopback only).
+	Network *Network
 	Limits  Limits
 	Timeout time.Duration // 0 means none
 	// Workspace is a host directory bound read-write at /workspace. Empty
@@ -201,6 +204,7 @@ type sandbox struct {
 	group     *cgroups.Group
 	limits    Limits
 	lock      *os.File
+	args      []string     // the backend's per-sandbox global arguments
 	teardown  func() error // everything acquired, in reverse order
 }
 
@@ -213,6 +217,9 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 		return nil, err
 	}
 	if err := validateRequest(req); err != nil {
+		return nil, err
+	}
+	if err := checkNetwork(req); err != nil {
 		return nil, err
 	}
 	lim := req.Limits.WithDefaults()
@@ -231,7 +238,7 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 	if err := useImage(req, &cu); err != nil {
 		return nil, err
 	}
-	s := &sandbox{id: e.newID(), backend: b, root: e.runtimeRoot(b), limits: lim}
+	s := &sandbox{id: e.newID(), backend: b, root: e.runtimeRoot(b), limits: lim, args: b.sandboxArgs(req)}
 	s.dir = filepath.Join(e.stateDir, "sandboxes", s.id)
 	if err := os.Mkdir(s.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("creating sandbox directory: %w", err)
@@ -318,6 +325,7 @@ func (e *Engine) spec(s *sandbox, req *Request) (*specs.Spec, error) {
 		opts = append(opts, oci.WithReadOnlyBind(bnd.Source, bnd.Target))
 	}
 	opts = append(opts, oci.WithWorkspace(s.workspace))
+	opts = append(opts, networkOpts(req.Network)...)
 	opts = append(opts, s.backend.SpecOpts...)
 	return oci.New(opts...)
 }
@@ -513,7 +521,7 @@ func (e *Engine) PrepareBundle(runtimeName string, req Request) (*Bundle, error)
 
 // Command returns the runtime invocation for args on this bundle's
 // runtime root, wrapped as the backend requires.
-func (b *Bundle) Command(args ...string) *exec.Cmd { return b.s.backend.command(b.s.root, args...) }
+func (b *Bundle) Command(args ...string) *exec.Cmd { return b.s.runCommand(args...) }
 
 // RunRaw runs the bundle with the runtime's own `run`, as a user of the
 // raw runtime would, and times the runtime process alone: the baseline

@@ -28,7 +28,7 @@ func (e *Engine) Run(ctx context.Context, runtimeName string, req Request) (res 
 		return Result{}, err
 	}
 	args := append(s.backend.logArgs(s.logPath), "run", "--bundle", s.bundle, s.id)
-	cmd := s.backend.command(s.root, args...)
+	cmd := s.runCommand(args...)
 	cmd.Stdin = req.Stdin
 	// Writers that are not *os.File make exec hand the runtime pipes: the
 	// sandbox never writes straight into our stdout, and runsc (which

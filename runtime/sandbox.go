@@ -76,7 +76,7 @@ func (e *Engine) Start(ctx context.Context, runtimeName string, req Request) (_ 
 	}
 	pidFile := filepath.Join(s.dir, "init.pid")
 	args := append(s.backend.logArgs(s.logPath), "run", "--detach", "--pid-file", pidFile, "--bundle", s.bundle, s.id)
-	cmd := s.backend.command(s.root, args...)
+	cmd := s.runCommand(args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	done := make(chan error, 1)
 	if err := cmd.Start(); err != nil {

@@ -194,6 +194,24 @@ func WithHostname(name string) SpecOpt {
 	return func(s *specs.Spec) error { s.Hostname = name; return nil }
 }
 
+// WithNetworkNamespace makes the sandbox join the network namespace
+// pinned at path instead of getting an empty one of its own.
+func WithNetworkNamespace(path string) SpecOpt {
+	return func(s *specs.Spec) error {
+		if !filepath.IsAbs(path) {
+			return fmt.Errorf("network namespace path %q is not absolute", path)
+		}
+		for i, ns := range s.Linux.Namespaces {
+			if ns.Type == specs.NetworkNamespace {
+				s.Linux.Namespaces[i].Path = path
+				return nil
+			}
+		}
+		s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: path})
+		return nil
+	}
+}
+
 // WithReadOnlyBind bind-mounts a host path read-only, without setuid or
 // device files.
 func WithReadOnlyBind(source, dest string) SpecOpt {

@@ -1,6 +1,7 @@
 // Package runsc provides the gVisor backend. Its differences from runc
 // are all data here: the spec's seccomp profile is applied only with
-// --oci-seccomp; --network=none gives an empty network stack; the pids
+// --oci-seccomp; --network=none gives an empty network stack and
+// --network=sandbox joins a prepared one, per sandbox; the pids
 // limit must leave room for the sentry's own threads; and runsc leaves a
 // null-netns mount in its root that must be unmounted.
 package runsc
@@ -34,14 +35,26 @@ func New() *runtime.Backend {
 		// --oci-seccomp: without it runsc silently ignores the spec's
 		// profile (gVisor's own syscall filter protects the host, but the
 		// sandboxed program would see the full syscall surface).
-		GlobalArgs: []string{"--network=none", "--oci-seccomp"},
-		LogArgs:    func(p string) []string { return []string{"--log", p, "--log-format", "json"} },
+		GlobalArgs: []string{"--oci-seccomp"},
+		// The network mode is per sandbox: --network=none gives one with
+		// only loopback; a sandbox joining a prepared namespace (vial's
+		// egress) needs --network=sandbox, which keeps gVisor's own
+		// network stack and takes over the namespace's interfaces.
+		SandboxArgs: networkArgs,
+		LogArgs:     func(p string) []string { return []string{"--log", p, "--log-format", "json"} },
 		// Below ~1024 a fork storm exhausts the sentry's own threads and
 		// the whole sandbox dies instead of fork failing.
 		MinPids:  1024,
 		Cleanup:  cleanup,
 		SpecOpts: []oci.SpecOpt{allowClone3},
 	}
+}
+
+func networkArgs(p runtime.SandboxParams) []string {
+	if p.Network {
+		return []string{"--network=sandbox"}
+	}
+	return []string{"--network=none"}
 }
 
 // cleanup unmounts the null network namespace runsc leaves in its root.
