@@ -87,7 +87,7 @@ func TestResearchAssistant(t *testing.T) {
 		{"mode", r.Mode, ModeDocker},
 		{"runtime default", r.Runtime, "runc"},
 		{"image from python-dev", r.Image, "python:3.11-slim"},
-		{"network from agent", r.Network, Network{Enabled: true, AllowedHosts: []string{"api.search.com", "arxiv.org", "github.com"}}},
+		{"network from agent", r.Network, Network{Enabled: true, AllowedHosts: []string{"api.search.com", "arxiv.org", "github.com"}, Hosts: map[string]string{}, AllowPrivateCIDRs: []string{}}},
 		{"key from environment", r.Shell.Env["SEARCH_API_KEY"], "sk-test-123"},
 		{"env from python-dev", r.Shell.Env["PYTHONPATH"], "/workspace/src"},
 		{"env from system", r.Shell.Env["TZ"], "Asia/Shanghai"},

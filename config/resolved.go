@@ -89,6 +89,10 @@ type Metadata struct {
 type Network struct {
 	Enabled      bool
 	AllowedHosts []string
+	// Hosts is the operator's static name → address table, used before
+	// DNS; AllowPrivateCIDRs are private ranges the proxy may dial.
+	Hosts             map[string]string
+	AllowPrivateCIDRs []string
 }
 
 // Security is [sandbox.security]. DropCapabilities holds canonical names
@@ -145,10 +149,10 @@ type MCPServer struct {
 	Sandboxed   bool // a stdio server started inside a sandbox
 	// Binds are host directories bound read-only into a sandboxed
 	// server's sandbox at the same path.
-	Binds []string
-	APIKeyEnv   string
-	APIKey      string // the value of APIKeyEnv, "" if unset; a secret
-	Config      map[string]any
+	Binds     []string
+	APIKeyEnv string
+	APIKey    string // the value of APIKeyEnv, "" if unset; a secret
+	Config    map[string]any
 }
 
 // MCPSettings is mcp.toml's [settings].
@@ -381,8 +385,15 @@ func (r *Resolved) decode(t *node, cat *catalogue, v *vars, opts *Options) {
 		}
 	}
 	r.Network = Network{
-		Enabled:      boolAt(t.get("sandbox", "network"), "enabled", false),
-		AllowedHosts: nonNil(t.get("sandbox", "network", "allowed_hosts").strings()),
+		Enabled:           boolAt(t.get("sandbox", "network"), "enabled", false),
+		AllowedHosts:      nonNil(t.get("sandbox", "network", "allowed_hosts").strings()),
+		Hosts:             map[string]string{},
+		AllowPrivateCIDRs: nonNil(t.get("sandbox", "network", "allow_private_cidrs").strings()),
+	}
+	if hs := t.get("sandbox", "network", "hosts"); hs != nil {
+		for k, v := range hs.tbl {
+			r.Network.Hosts[k] = v.s
+		}
 	}
 	sec := t.get("sandbox", "security")
 	r.Security = Security{

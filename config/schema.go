@@ -287,6 +287,32 @@ var (
 
 // checkHost accepts a host name, "*.domain", an IP address or a CIDR
 // block, each with an optional :port.
+func checkHostKey(_ *checker, k string) string {
+	if !hostRE.MatchString(k) || strings.HasPrefix(k, "*") {
+		return "not a host name (valid: a name like \"mirror.internal\")"
+	}
+	return ""
+}
+
+func checkIP(_ *checker, s string) string {
+	if net.ParseIP(s) == nil {
+		return fmt.Sprintf("%q is not an IP address", s)
+	}
+	return ""
+}
+
+func checkCIDR(_ *checker, s string) string {
+	if net.ParseIP(s) != nil {
+		return ""
+	}
+	if _, n, err := net.ParseCIDR(s); err != nil {
+		return fmt.Sprintf("%q is not a CIDR block or an address (valid: \"10.20.0.0/16\")", s)
+	} else if ones, _ := n.Mask.Size(); ones == 0 {
+		return fmt.Sprintf("%q would allow every address", s)
+	}
+	return ""
+}
+
 func checkHost(_ *checker, h string) string {
 	bad := fmt.Sprintf("%q is not a host (valid: a name like \"pypi.org\", a wildcard like \"*.example.com\", an IP address or CIDR block, each with an optional :port)", h)
 	host := h
@@ -450,6 +476,12 @@ var (
 		"network": table(map[string]*spec{
 			"enabled":       boolean(),
 			"allowed_hosts": strs(checkHost),
+			// hosts: the operator's static name → address table, used
+			// before DNS (an internal mirror, an air-gapped host).
+			"hosts": mapOf(checkHostKey, strWith(checkIP)),
+			// allow_private_cidrs: private ranges the proxy may dial for
+			// an allowed name.
+			"allow_private_cidrs": strs(checkCIDR),
 		}),
 		"security": table(map[string]*spec{
 			"read_only_root":    boolean(),
@@ -500,8 +532,8 @@ var (
 		// binds: host directories bound read-only, at the same path,
 		// into a sandboxed server's sandbox (its program, when it is not
 		// in the image).
-		"binds": strs(checkAbs),
-		"config":      {t: tFree},
+		"binds":  strs(checkAbs),
+		"config": {t: tFree},
 	})
 
 	mcpSpec = table(map[string]*spec{
