@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"slices"
@@ -201,25 +200,4 @@ func (d *downstreams) handle(s *Server, ctx context.Context, c *call) (*mcpgo.Ca
 		c.outcome = "tool_error"
 	}
 	return res, nil
-}
-
-// statusText describes each server's state, for logs and doctor.
-func (d *downstreams) statusText() []string {
-	if d == nil {
-		return nil
-	}
-	var out []string
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for id, m := range d.managers {
-		for _, st := range m.Status() {
-			line := fmt.Sprintf("session %s: %s: %s", id, st.Name, st.State)
-			if st.LastError != "" {
-				line += " (" + st.LastError + ")"
-			}
-			out = append(out, line)
-		}
-	}
-	slices.Sort(out)
-	return out
 }

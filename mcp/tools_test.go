@@ -297,6 +297,7 @@ func TestAnnotations(t *testing.T) {
 		"list_contexts": {true, false}, "read_file": {true, false}, "list_directory": {true, false}, "search_files": {true, false},
 		"stop_context": {false, true}, "delete_file": {false, true}, "write_file": {false, true}, "run_code": {false, true}, "run_shell": {false, true},
 		"create_context": {false, false}, "execute_python": {false, false},
+		"http_request": {false, true}, "fetch_url": {true, false}, "install_package": {false, true},
 	}
 	if len(tools) != len(want) {
 		t.Errorf("%d tools, want %d", len(tools), len(want))

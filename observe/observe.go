@@ -69,7 +69,9 @@ type Event struct {
 	AnsweredBy string        `json:"answered_by,omitempty"`
 	Waited     time.Duration `json:"waited_ns,omitempty"`
 
-	// Egress events.
+	// Egress events. Sandbox is the sandbox whose network it is (as
+	// `vial ps` shows it); "" for a request vial made itself.
+	Sandbox   string `json:"sandbox,omitempty"`
 	Host      string `json:"host,omitempty"`
 	Port      int    `json:"port,omitempty"`
 	BytesUp   int64  `json:"bytes_up,omitempty"`

@@ -172,7 +172,7 @@ func (r *registry) start(ctx context.Context, owner string, lang Language, name 
 		return nil, err
 	}
 	t0 := time.Now()
-	sb, err := svc.provider.Start(ctx, StartRequest{Language: lang, Env: env, Workspace: ws, DriverEnv: runtime.DriverEnv(svc.opts.Context)})
+	sb, err := svc.provider.Start(ctx, StartRequest{Language: lang, Env: env, Workspace: ws, DriverEnv: svc.driverEnv()})
 	if err != nil {
 		release()
 		return nil, startError(lang, env, err)

@@ -53,7 +53,7 @@ func (s *Service) check(ctx context.Context, env Environment) EnvHealth {
 		h.Err = err
 		return h
 	}
-	sb, err := s.provider.Start(ctx, StartRequest{Language: Python, Env: env, DriverEnv: runtime.DriverEnv(s.opts.Context)})
+	sb, err := s.provider.Start(ctx, StartRequest{Language: Python, Env: env, DriverEnv: s.driverEnv()})
 	if err != nil {
 		release()
 		h.Err = startError(Python, env, err)

@@ -295,7 +295,7 @@ func (p *pool) start(k poolKey, env Environment) (_ *member, err error) {
 		}
 	}
 	t0 := time.Now()
-	sb, err := svc.provider.Start(ctx, StartRequest{Language: k.lang, Env: env, Workspace: ws, DriverEnv: runtime.DriverEnv(svc.opts.Context)})
+	sb, err := svc.provider.Start(ctx, StartRequest{Language: k.lang, Env: env, Workspace: ws, DriverEnv: svc.driverEnv()})
 	if err != nil {
 		release()
 		if ws != nil {

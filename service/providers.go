@@ -3,11 +3,16 @@ package service
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vial-run/vial/egress"
+	"github.com/vial-run/vial/observe"
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
 	"github.com/vial-run/vial/runtime/local"
@@ -40,13 +45,19 @@ func workspaceDir(ws Workspace) (string, error) {
 // environment's runtime, image and limits, with the drivers bound
 // read-only.
 type EngineProvider struct {
+	// Events receives the egress decisions of networked sandboxes; Log
+	// their log lines. Set them before the first Start.
+	Events *observe.Bus
+	Log    *slog.Logger
+
 	eng       *runtime.Engine
 	resolve   func(name string) (*rootfs.Image, error)
 	driverDir string
 	ws        *runtime.WorkspaceSet
 
-	mu     sync.Mutex
-	images map[string]*rootfs.Image
+	mu        sync.Mutex
+	images    map[string]*rootfs.Image
+	pkgChecks map[string]error // environment, image → checkPackages' answer
 }
 
 // NewEngineProvider installs the context drivers under the engine's state
@@ -61,7 +72,7 @@ func NewEngineProvider(eng *runtime.Engine, resolve func(name string) (*rootfs.I
 	if err != nil {
 		return nil, err
 	}
-	return &EngineProvider{eng: eng, resolve: resolve, driverDir: driverDir, ws: ws, images: map[string]*rootfs.Image{}}, nil
+	return &EngineProvider{eng: eng, resolve: resolve, driverDir: driverDir, ws: ws, images: map[string]*rootfs.Image{}, pkgChecks: map[string]error{}}, nil
 }
 
 // Image resolves an image name once and remembers it.
@@ -86,6 +97,39 @@ func (p *EngineProvider) ImageDigest(name string) string {
 		return name
 	}
 	return img.Digest
+}
+
+// checkPackages refuses to start a named environment whose image lacks
+// packages its template declares: the model chose the environment for
+// them, and a sandbox without them would fail later and less clearly. The
+// agent's own environment is the operator's choice and is said at start-up
+// instead (vial serve's and config validate's warnings). An image whose
+// package database cannot be read is refused too: that it provides the
+// packages cannot be shown.
+func (p *EngineProvider) checkPackages(env Environment, img *rootfs.Image) error {
+	if env.Name == "" || len(env.Packages) == 0 {
+		return nil
+	}
+	key := env.Name + "\x00" + img.Digest + "\x00" + img.Root + "\x00" + strings.Join(env.Packages, ",")
+	p.mu.Lock()
+	err, done := p.pkgChecks[key]
+	p.mu.Unlock()
+	if done {
+		return err
+	}
+	missing, err := img.MissingPackages(env.Packages)
+	switch {
+	case err != nil:
+		err = fmt.Errorf("environment %q declares packages (%s), and image %q cannot show it has them: %v; the operator builds an image with them: %s: %w",
+			env.Name, strings.Join(env.Packages, ", "), env.Image, err, env.BuildCommand, errdefs.ErrFailedPrecondition)
+	case len(missing) > 0:
+		err = fmt.Errorf("environment %q declares packages its image %q lacks (%s); the operator builds them in with: %s (and restarts vial serve): %w",
+			env.Name, env.Image, strings.Join(missing, ", "), env.BuildCommand, errdefs.ErrFailedPrecondition)
+	}
+	p.mu.Lock()
+	p.pkgChecks[key] = err
+	p.mu.Unlock()
+	return err
 }
 
 // Check verifies that env's runtime is installed and its image resolves:
@@ -119,16 +163,46 @@ func (p *EngineProvider) Start(ctx context.Context, r StartRequest) (Sandbox, er
 		}
 		return nil, err
 	}
-	sb, err := p.eng.Start(ctx, r.Env.Runtime, runtime.Request{
+	if err := p.checkPackages(r.Env, img); err != nil {
+		return nil, err
+	}
+	req := runtime.Request{
 		Image:     img,
 		Args:      argv,
-		Env:       append(append([]string{}, r.Env.Env...), r.DriverEnv...),
+		Env:       sandboxEnv(r.Env.Env, r.DriverEnv),
 		Binds:     []rootfs.Bind{{Source: p.driverDir, Target: runtime.DriverDir}},
 		Limits:    r.Env.Limits,
 		Workspace: ws,
-	})
+	}
+	return p.start(ctx, r.Env, req)
+}
+
+// start starts req under env's runtime, with env's network if it has one.
+func (p *EngineProvider) start(ctx context.Context, env Environment, req runtime.Request) (Sandbox, error) {
+	var net *egress.Network
+	var id atomic.Pointer[string] // the sandbox's, for its network's events
+	if env.Network != nil {
+		var err error
+		sandbox := func() string {
+			if p := id.Load(); p != nil {
+				return *p
+			}
+			return ""
+		}
+		if net, req.Network, err = p.openNetwork(ctx, env.Network, sandbox); err != nil {
+			return nil, err
+		}
+	}
+	sb, err := p.eng.Start(ctx, env.Runtime, req)
 	if err != nil {
+		if net != nil {
+			net.Close()
+		}
 		return nil, err
+	}
+	id.Store(&sb.ID)
+	if net != nil {
+		return networked{engineSandbox{sb}, net}, nil
 	}
 	return engineSandbox{sb}, nil
 }
@@ -155,7 +229,7 @@ func (p *EngineProvider) StartProgram(ctx context.Context, r ProgramRequest) (Sa
 		}
 		binds = append(binds, rootfs.Bind{Source: b, Target: b})
 	}
-	sb, err := p.eng.Start(ctx, r.Environment.Runtime, runtime.Request{
+	return p.start(ctx, r.Environment, runtime.Request{
 		Image:     img,
 		Args:      r.Argv,
 		Env:       append(append([]string{}, r.Environment.Env...), r.Env...),
@@ -163,10 +237,6 @@ func (p *EngineProvider) StartProgram(ctx context.Context, r ProgramRequest) (Sa
 		Limits:    r.Environment.Limits,
 		Workspace: ws,
 	})
-	if err != nil {
-		return nil, err
-	}
-	return engineSandbox{sb}, nil
 }
 
 // engineSandbox is a runtime sandbox with its workspace on this host.
@@ -219,7 +289,7 @@ func (p *LocalProvider) Start(ctx context.Context, r StartRequest) (Sandbox, err
 		}
 		cleanup = func() error { return p.ws.Remove(dir) }
 	}
-	t, err := local.Start(r.Language, p.driverDir, dir, append(append([]string{}, r.Env.Env...), r.DriverEnv...), r.Env.Limits.WithDefaults(), cleanup)
+	t, err := local.Start(r.Language, p.driverDir, dir, sandboxEnv(r.Env.Env, r.DriverEnv), r.Env.Limits.WithDefaults(), cleanup)
 	if err != nil {
 		if cleanup != nil {
 			cleanup()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/containerd/errdefs"
 
+	"github.com/vial-run/vial/egress"
 	"github.com/vial-run/vial/internal/errclass"
 	"github.com/vial-run/vial/internal/human"
 	"github.com/vial-run/vial/observe"
@@ -59,6 +61,11 @@ type Options struct {
 	Pool PoolOptions
 	// Cache caches execute_python results; its zero value caches none.
 	Cache CacheOptions
+	// HTTP is the network policy of http_request and fetch_url, which
+	// vial runs itself; nil refuses them.
+	HTTP *NetworkPolicy
+	// HTTPRootCAs are the roots http_request trusts; nil means the host's.
+	HTTPRootCAs *x509.CertPool
 	// Policy decides every call (see authorize); nil means no policy is
 	// configured and every offered tool runs without asking.
 	Policy *policy.Rules
@@ -90,6 +97,10 @@ type Service struct {
 	pool     *pool
 	cache    *resultCache
 
+	client     *egress.Client
+	clientErr  error
+	clientOnce sync.Once
+
 	approvals       *policy.Approvals
 	approvalTimeout time.Duration
 	queue           *approvalQueue
@@ -116,6 +127,18 @@ func New(o Options) (*Service, error) {
 	for name, e := range o.Environments {
 		if name == "" || name != e.Name {
 			errs = append(errs, fmt.Errorf("environment %q is filed under %q", e.Name, name))
+		}
+		if e.Network != nil {
+			if err := e.Network.Validate(); err != nil {
+				errs = append(errs, fmt.Errorf("environment %s: %w", name, err))
+			}
+		}
+	}
+	for _, n := range []*NetworkPolicy{o.Default.Network, o.HTTP} {
+		if n != nil {
+			if err := n.Validate(); err != nil {
+				errs = append(errs, err)
+			}
 		}
 	}
 	if err := errors.Join(errs...); err != nil {

@@ -321,13 +321,17 @@ func (s *Session) authorizeRun(ctx context.Context, r RunRequest, lang Language,
 	} else {
 		call.Code = r.Code
 	}
-	return s.authorize(ctx, call, Summary{
+	sum := Summary{
 		Tool:        r.Tool,
 		Action:      fmt.Sprintf("run %s in %s", what, where),
 		Detail:      detail(r.Code),
 		Environment: envName(env),
 		Limits:      limitsText(env, timeout),
-	})
+	}
+	if env.Network != nil {
+		sum.Hosts = env.Network.Allowed
+	}
+	return s.authorize(ctx, call, sum)
 }
 
 // envName names an environment for people.
@@ -512,7 +516,7 @@ func (s *Service) oneShot(ctx context.Context, lang Language, env Environment) (
 		return nil, err
 	}
 	t0 := time.Now()
-	sb, err := s.provider.Start(ctx, StartRequest{Language: lang, Env: env, DriverEnv: runtime.DriverEnv(s.opts.Context)})
+	sb, err := s.provider.Start(ctx, StartRequest{Language: lang, Env: env, DriverEnv: s.driverEnv()})
 	if err != nil {
 		release()
 		return nil, startError(lang, env, err)
@@ -529,4 +533,10 @@ func (s *Service) oneShot(ctx context.Context, lang Language, env Environment) (
 	s.publish(observe.Event{Kind: observe.KindSandbox, Action: "start", Context: c.ID(), Language: string(lang),
 		Environment: env.Name, Runtime: env.Runtime, Image: env.Image, Duration: time.Since(t0)})
 	return c, nil
+}
+
+// driverEnv is what every context's sandbox gets besides its environment:
+// the driver's caps, and where installed packages are found.
+func (s *Service) driverEnv() []string {
+	return append(runtime.DriverEnv(s.opts.Context), packageEnv...)
 }

@@ -45,10 +45,20 @@ type Environment struct {
 	// service's MaxTimeout.
 	Timeout time.Duration
 	Env     []string // KEY=VALUE for every sandboxed process
+	// Network opens the network of the environment's sandboxes; nil
+	// keeps it closed (an empty namespace, only lo).
+	Network *NetworkPolicy
 	// Refused, if set, says why a model may not select this environment
 	// (e.g. it runs code without isolation, which only the operator may
 	// choose).
 	Refused string
+	// Packages are Debian packages the environment's template says its
+	// image provides ([sandbox.docker] packages, mapped by
+	// rootfs.DebianPackages). A named environment whose image lacks one
+	// is not started: the model gets an error naming BuildCommand, the
+	// command the operator runs to build them in.
+	Packages     []string
+	BuildCommand string
 }
 
 // Limits bound what one call may ask for. Zero fields take DefaultLimits.

@@ -1,5 +1,5 @@
-// Package audit keeps vial's audit log: one JSON line per tool call and
-// per policy decision, in a file per day (UTC) in a directory of its own,
+// Package audit keeps vial's audit log: one JSON line per tool call, per
+// policy decision and per network connection decision (egress), in a file per day (UTC) in a directory of its own,
 // with secrets masked and old files removed after a retention period.
 //
 // Recording never blocks the caller for long: Record masks and cuts the
@@ -29,6 +29,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/vial-run/vial/internal/mask"
 	"github.com/vial-run/vial/observe"
 )
@@ -49,6 +51,15 @@ const (
 	// one write call, so lines of several vial processes sharing the
 	// directory never interleave.
 	maxBatch = 256 << 10
+)
+
+// A sandbox decides how many egress decisions it causes (a loop of
+// refused connections): egress records beyond egressBurst at once,
+// egressRate a second on average, are dropped and counted, so a sandbox
+// cannot fill the audit disk or crowd out the records of calls.
+const (
+	egressRate  = 100
+	egressBurst = 1000
 )
 
 // Options configure a Log. Dir is required.
@@ -83,7 +94,7 @@ type Options struct {
 type Record struct {
 	V    int    `json:"v"`
 	Time string `json:"time"` // RFC 3339, UTC, nanoseconds
-	Kind string `json:"kind"` // call or decision
+	Kind string `json:"kind"` // call, decision or egress
 
 	Session     string  `json:"session,omitempty"`
 	Client      string  `json:"client,omitempty"`
@@ -106,6 +117,16 @@ type Record struct {
 	Rule       string   `json:"rule,omitempty"`
 	AnsweredBy string   `json:"answered_by,omitempty"`
 	WaitedMS   *float64 `json:"waited_ms,omitempty"`
+
+	// Egress records: decision is "allowed" or "denied", reason why,
+	// action the kind of connection (connect, http, tls, dns, fetch).
+	Sandbox   string `json:"sandbox,omitempty"`
+	Action    string `json:"action,omitempty"`
+	Host      string `json:"host,omitempty"`
+	Port      int    `json:"port,omitempty"`
+	Reason    string `json:"reason,omitempty"`
+	BytesUp   int64  `json:"bytes_up,omitempty"`
+	BytesDown int64  `json:"bytes_down,omitempty"`
 }
 
 // Limits are the limits a call ran under; 0 means not known.
@@ -137,6 +158,8 @@ type Log struct {
 	closed bool
 	q      chan Record
 	done   chan struct{}
+
+	egress *rate.Limiter // of egress records
 
 	written, dropped atomic.Uint64
 	lastWarn         atomic.Int64 // unix nanoseconds of the last drop report
@@ -172,7 +195,7 @@ func Open(o Options) (*Log, error) {
 	l := &Log{
 		root: root, dir: o.Dir, keep: o.RetentionDays, mask: mask.New(o.Secrets),
 		log: o.Log, now: o.Now, openDay: o.open,
-		done: make(chan struct{}),
+		done: make(chan struct{}), egress: rate.NewLimiter(egressRate, egressBurst),
 	}
 	if l.log == nil {
 		l.log = slog.New(slog.DiscardHandler)
@@ -203,11 +226,18 @@ func (l *Log) Subscribe(b *observe.Bus) (cancel func()) { return b.Subscribe(l.R
 // was full or the write failed).
 func (l *Log) Stats() (written, dropped uint64) { return l.written.Load(), l.dropped.Load() }
 
-// Record queues a call or decision event; other kinds are ignored. It
-// never waits for the disk: a record that finds the queue full is
-// dropped and counted.
+// Record queues a call, decision or egress event; other kinds are
+// ignored. It never waits for the disk: a record that finds the queue
+// full is dropped and counted, as is an egress record over its rate.
 func (l *Log) Record(e observe.Event) {
-	if e.Kind != observe.KindCall && e.Kind != observe.KindDecision {
+	switch e.Kind {
+	case observe.KindCall, observe.KindDecision:
+	case observe.KindEgress:
+		if !l.egress.Allow() {
+			l.drop(1, fmt.Sprintf("sandboxes cause more than %d network decisions a second; the audit log keeps that many", egressRate), nil)
+			return
+		}
+	default:
 		return
 	}
 	r := l.record(e)
@@ -235,6 +265,14 @@ func (l *Log) record(e observe.Event) Record {
 		Context: t(e.Context), Language: t(e.Language), Environment: t(e.Environment), Runtime: t(e.Runtime), Image: t(e.Image),
 		Outcome: t(e.Outcome), Error: l.text(e.Error, maxError),
 		Decision: t(e.Decision), Rule: t(e.Rule), AnsweredBy: t(e.AnsweredBy),
+	}
+	if e.Kind == observe.KindEgress {
+		r.Sandbox, r.Action, r.Host, r.Port, r.Reason = t(e.Sandbox), t(e.Action), t(e.Host), e.Port, t(e.Reason)
+		r.BytesUp, r.BytesDown = e.BytesUp, e.BytesDown
+		if e.Duration > 0 {
+			d := ms(e.Duration)
+			r.DurationMS = &d
+		}
 	}
 	if e.Kind == observe.KindCall {
 		d := ms(e.Duration)

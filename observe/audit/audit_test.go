@@ -82,7 +82,10 @@ func TestOneLinePerCall(t *testing.T) {
 		Error: "cannot read /etc/" + secret + ": refused", Duration: ms})
 	bus.Publish(observe.Event{Time: t0.Add(2 * ms), Kind: observe.KindDecision, Session: "stdio", Tool: "run_shell",
 		Decision: "approved", Rule: "require_confirmation", AnsweredBy: "elicitation", Waited: 1500 * ms})
-	bus.Publish(observe.Event{Time: t0.Add(3 * ms), Kind: observe.KindEgress, Host: "x"}) // not audited
+	bus.Publish(observe.Event{Time: t0.Add(3 * ms), Kind: observe.KindEgress, Sandbox: "sb-1", Action: "connect", Host: "denied.test", Port: 443,
+		Decision: "denied", Reason: "not in allowed_hosts"})
+	bus.Publish(observe.Event{Time: t0.Add(4 * ms), Kind: observe.KindEgress, Sandbox: "sb-1", Action: "http", Host: "allowed.test", Port: 80,
+		Decision: "allowed", Reason: "allowed_hosts \"allowed.test\"", BytesUp: 80, BytesDown: 1200, Duration: 2 * ms})
 	closeLog(t, l)
 
 	path := filepath.Join(dir, "audit-2026-03-10.jsonl")
@@ -103,11 +106,15 @@ func TestOneLinePerCall(t *testing.T) {
 			"error": "cannot read /etc/********: refused", "duration_ms": 1.0},
 		{"v": 1.0, "time": "2026-03-10T12:00:00.002Z", "kind": "decision", "session": "stdio", "tool": "run_shell",
 			"decision": "approved", "rule": "require_confirmation", "answered_by": "elicitation", "waited_ms": 1500.0},
+		{"v": 1.0, "time": "2026-03-10T12:00:00.003Z", "kind": "egress", "sandbox": "sb-1", "action": "connect", "host": "denied.test", "port": 443.0,
+			"decision": "denied", "reason": "not in allowed_hosts"},
+		{"v": 1.0, "time": "2026-03-10T12:00:00.004Z", "kind": "egress", "sandbox": "sb-1", "action": "http", "host": "allowed.test", "port": 80.0,
+			"decision": "allowed", "reason": "allowed_hosts \"allowed.test\"", "bytes_up": 80.0, "bytes_down": 1200.0, "duration_ms": 2.0},
 	}
 	if diff := cmp.Diff(want, readLines(t, path)); diff != "" {
 		t.Errorf("audit lines (-want +got):\n%s", diff)
 	}
-	if w, d := l.Stats(); w != 3 || d != 0 {
+	if w, d := l.Stats(); w != 5 || d != 0 {
 		t.Errorf("stats: %d written, %d dropped", w, d)
 	}
 	for p, mode := range map[string]os.FileMode{dir: 0o700 | os.ModeDir, path: 0o600} {
@@ -118,6 +125,33 @@ func TestOneLinePerCall(t *testing.T) {
 		if fi.Mode() != mode {
 			t.Errorf("%s: mode %v, want %v", p, fi.Mode(), mode)
 		}
+	}
+}
+
+// TestEgressRecordsBounded: a sandbox refused in a loop cannot fill the
+// audit disk: egress records over the rate are dropped and counted, and
+// a call's record still gets through.
+func TestEgressRecordsBounded(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "audit")
+	l, err := Open(Options{Dir: dir, Now: clock(t0), Buffer: 100000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 20 * egressBurst
+	for range n {
+		l.Record(observe.Event{Time: t0, Kind: observe.KindEgress, Sandbox: "sb", Host: "denied.test", Port: 443, Decision: "denied"})
+	}
+	l.Record(observe.Event{Time: t0, Kind: observe.KindCall, Tool: "run_code", Outcome: "ok"})
+	closeLog(t, l)
+	lines := readLines(t, filepath.Join(dir, "audit-2026-03-10.jsonl"))
+	if len(lines) > egressBurst+egressRate+1 {
+		t.Errorf("%d lines for %d egress events, want at most about %d", len(lines), n, egressBurst)
+	}
+	if last := lines[len(lines)-1]; last["kind"] != "call" {
+		t.Errorf("the call's record is missing: last line %v", last)
+	}
+	if w, d := l.Stats(); int(w+d) != n+1 || d == 0 {
+		t.Errorf("stats: %d written, %d dropped, of %d", w, d, n+1)
 	}
 }
 
