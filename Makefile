@@ -41,7 +41,7 @@ bench: build ## cold-start and round-trip benchmarks against the raw runtimes
 	bin/vial --state-dir $(STATE_DIR)-bench rootfs inspect python >/dev/null 2>&1 || bin/vial --state-dir $(STATE_DIR)-bench rootfs build python
 	bin/vial --state-dir $(STATE_DIR)-bench bench
 	$(GO) run ./test/mcpbench -vial bin/vial -runtimes runc,runsc
-	$(GO) test -run '^$$' -bench . -benchtime 200x ./runtime/ ./test/... || true
+	$(GO) test -run '^$$' -bench . -benchtime 200x ./runtime/ ./egress/ ./test/... || true
 
 fuzz: ## run each fuzz target for 30 s
 	@for t in $$($(GO) test -list 'Fuzz.*' ./... | grep ^Fuzz); do \

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/vial-run/vial/egress"
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
 	"github.com/vial-run/vial/runtime/crun"
@@ -34,6 +35,11 @@ func openEngine(ctx context.Context, g *globals, recover bool) (*runtime.Engine,
 	if err != nil {
 		return nil, err
 	}
+	// A dead vial's network namespaces, their pins and veths.
+	e.AddCollector(runtime.Collector{Name: "network namespaces", Collect: func(context.Context) (int, error) {
+		rep, err := egress.Collect(dir)
+		return rep.Networks, err
+	}})
 	if recover {
 		e.Recover(ctx)
 	}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vial-run/vial/config"
+	"github.com/vial-run/vial/egress"
 	"github.com/vial-run/vial/mcp"
 	"github.com/vial-run/vial/observe"
 	"github.com/vial-run/vial/policy"
@@ -63,6 +64,8 @@ type serveConfig struct {
 	Agent string
 	// Cache caches execute_python results (the operator's opt-in).
 	Cache service.CacheOptions
+	// HTTP is the network policy of http_request and fetch_url.
+	HTTP *service.NetworkPolicy
 	// OperatorApprovals queues calls that need approval from clients that
 	// cannot ask a person, for the operator's page and API.
 	OperatorApprovals bool
@@ -157,7 +160,9 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 			LegacyProtocol: *legacy,
 		},
 	}
+	cfg.MCP.Tools = mcp.DefaultTools()
 	if *tools != "" {
+		cfg.MCP.Tools = nil
 		for _, t := range strings.Split(*tools, ",") {
 			if t = strings.TrimSpace(t); t != "" {
 				cfg.MCP.Tools = append(cfg.MCP.Tools, t)
@@ -231,6 +236,13 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 			g.Log.Error("tearing down sandboxes", "error", err)
 			return
 		}
+		// The networks' shared parts (the private base mount, the
+		// resolv.conf) go with the last network: nothing stays mounted
+		// after serve ends. Networks of other live vial processes of the
+		// state directory are left alone.
+		if _, err := egress.Collect(g.StateDir); err != nil {
+			g.Log.Warn("removing the network directory", "error", err)
+		}
 		g.Log.Info("sandboxes torn down", "took", time.Since(start).Round(time.Millisecond))
 	}()
 
@@ -299,6 +311,7 @@ func openService(ctx context.Context, g *globals, cfg serveConfig, events *obser
 		if err != nil {
 			return nil, err
 		}
+		p.Events, p.Log = events, g.Log
 		if err := p.Check(cfg.Env); err != nil {
 			p.Close()
 			return nil, err
@@ -317,6 +330,7 @@ func openService(ctx context.Context, g *globals, cfg serveConfig, events *obser
 		AdmissionWait:     cfg.QueueWait,
 		OperatorApprovals: cfg.OperatorApprovals,
 		Cache:             cfg.Cache,
+		HTTP:              cfg.HTTP,
 		Pool:              cfg.Pool,
 		IdleTimeout:       neverIfZero(cfg.IdleTimeout),
 		MaxLifetime:       neverIfZero(cfg.MaxLifetime),

@@ -10,6 +10,7 @@ import (
 
 	"github.com/vial-run/vial/config"
 	"github.com/vial-run/vial/mcp"
+	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
 	"github.com/vial-run/vial/service"
 )
@@ -72,15 +73,35 @@ func applyServeConfig(g *globals, fs *flag.FlagSet, configDir, agent string, cfg
 		}
 	}
 	cfg.Env.Env = envList(res.Shell.Env)
+	// The network: the agent's own sandboxes, and http_request and
+	// fetch_url (which vial runs itself), under the same allowlist; the
+	// http_request tool's blocked_hosts always win.
+	blocked := res.Policy("http_request").Constraints.BlockedHosts
+	cfg.HTTP = &service.NetworkPolicy{Allowed: res.Network.AllowedHosts, Blocked: blocked, Hosts: res.Network.Hosts, AllowPrivateCIDRs: res.Network.AllowPrivateCIDRs}
+	if !res.Network.Enabled {
+		cfg.HTTP.Allowed = nil // nothing is reachable
+	} else {
+		cfg.Env.Network = cfg.HTTP
+	}
 	if !set["tools"] {
 		// The configuration names tools canonically (run_python and
 		// execute_python are run_code); offer every MCP tool whose
 		// canonical name is enabled.
+		// The network tools are left out while the network is closed:
+		// they could only ever answer so.
 		cfg.MCP.Tools = nil
+		var closed []string
 		for _, n := range mcp.ToolNames() {
-			if slices.Contains(res.Tools.Enabled, config.CanonicalTool(n)) {
+			switch {
+			case !slices.Contains(res.Tools.Enabled, config.CanonicalTool(n)):
+			case mcp.NeedsNetwork(n) && !res.Network.Enabled:
+				closed = append(closed, n)
+			default:
 				cfg.MCP.Tools = append(cfg.MCP.Tools, n)
 			}
+		}
+		if len(closed) > 0 {
+			g.Log.Warn("tools not offered: the agent's network is closed ([sandbox.network] enabled = false)", "tools", closed)
 		}
 		if len(cfg.MCP.Tools) == 0 {
 			return fmt.Errorf("agent %q enables no tool vial implements (enabled: %v)", agent, res.Tools.Enabled)
@@ -164,7 +185,17 @@ func loadEnvironments(configDir string, cfg serveConfig) (map[string]service.Env
 			errs = append(errs, fmt.Errorf("environment %s: %w", t.Name, err))
 			continue
 		}
-		out[t.Name] = tightenEnvironment(t.Name, res, cfg)
+		e := tightenEnvironment(t.Name, res, cfg)
+		// Its packages: checked against its image when a model selects
+		// it (service.EngineProvider refuses an image that lacks one).
+		if len(res.Packages) > 0 {
+			e.Packages, _ = rootfs.DebianPackages(res.Packages)
+			e.BuildCommand = "vial rootfs build --env " + t.Name
+			if configDir != config.DefaultDir {
+				e.BuildCommand += " --config-dir " + configDir
+			}
+		}
+		out[t.Name] = e
 	}
 	return out, errors.Join(errs...)
 }
@@ -207,6 +238,12 @@ func tightenEnvironment(name string, res *config.Resolved, cfg serveConfig) serv
 	}
 	if res.Mode == config.ModeLocal {
 		e.Refused = "it runs code without isolation (sandbox.mode = \"local\"), which only the operator can choose"
+	}
+	// A template opens the network only within the agent's: both must
+	// allow a host.
+	if res.Network.Enabled && cfg.Env.Network != nil {
+		e.Network = &service.NetworkPolicy{Allowed: res.Network.AllowedHosts, Blocked: cfg.Env.Network.Blocked,
+			Hosts: cfg.Env.Network.Hosts, AllowPrivateCIDRs: cfg.Env.Network.AllowPrivateCIDRs, Within: cfg.Env.Network}
 	}
 	return e
 }

@@ -24,9 +24,6 @@ func unenforced(res *config.Resolved) []string {
 	add := func(key, format string, args ...any) {
 		out = append(out, fmt.Sprintf("%s (%s): ", key, at(key))+fmt.Sprintf(format, args...))
 	}
-	if res.Network.Enabled {
-		add("sandbox.network.enabled", "not applied yet: every sandbox has an empty network (only lo), so allowed_hosts %v is not reachable; egress through an allowlist is issue 12", res.Network.AllowedHosts)
-	}
 	for _, name := range slices.Sorted(keys(res.MCPServers)) {
 		s := res.MCPServers[name]
 		if !s.Enabled {
@@ -59,7 +56,7 @@ func unenforced(res *config.Resolved) []string {
 		add("shell.work_dir", "applies to vial run only: contexts of vial serve start in /workspace, not %s", wd)
 	}
 	if len(res.Packages) > 0 {
-		add("sandbox.docker.packages", "installed only into an image built with `vial rootfs build --env NAME` or `--agent ID`; vial serve uses the image %q as it is", res.Image)
+		add("sandbox.docker.packages", "installed only into an image built with `vial rootfs build --env NAME` or `--agent ID`; the agent's own sandboxes use the image %q as it is (an environment a model selects is refused while its image lacks them)", res.Image)
 	}
 	return out
 }
