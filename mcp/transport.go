@@ -75,6 +75,9 @@ func (s *Server) ServeStdio(ctx context.Context, in io.Reader, out io.Writer) er
 	go func() {
 		defer close(filterDone)
 		err := s.filterInput(ctx, in, pw, w)
+		// Input has ended: the answers still owed go out only to a client
+		// that reads them promptly (see eofWriteTimeout).
+		w.inputEnded()
 		pw.CloseWithError(err) // nil: EOF for the server
 	}()
 
@@ -201,12 +204,21 @@ type lineWriter struct {
 	done   chan error
 	broken chan struct{}
 	once   sync.Once
+	eof    chan struct{} // closed when input ends
+	eofSet sync.Once
 }
+
+// eofWriteTimeout bounds each write once the client has closed its input:
+// the calls still in flight are cancelled and their answers are owed only
+// to a client that still reads. One that does not must not hold the
+// teardown for the full write timeout (end of input tears everything down
+// within seconds).
+const eofWriteTimeout = 2 * time.Second
 
 var errWriterBroken = errors.New("the MCP client is not reading")
 
 func newLineWriter(out io.Writer, timeout time.Duration) *lineWriter {
-	l := &lineWriter{out: out, timeout: timeout, reqs: make(chan []byte), done: make(chan error, 1), broken: make(chan struct{})}
+	l := &lineWriter{out: out, timeout: timeout, reqs: make(chan []byte), done: make(chan error, 1), broken: make(chan struct{}), eof: make(chan struct{})}
 	go func() {
 		for p := range l.reqs {
 			_, err := l.out.Write(p)
@@ -224,29 +236,46 @@ func (l *lineWriter) Write(p []byte) (int, error) {
 		return 0, errWriterBroken
 	default:
 	}
-	t := time.NewTimer(l.timeout)
+	eof := l.eof
+	timeout := l.timeout
+	select {
+	case <-eof:
+		timeout, eof = min(timeout, eofWriteTimeout), nil
+	default:
+	}
+	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
 	case l.reqs <- p:
 	case <-l.broken:
 		return 0, errWriterBroken
 	}
-	select {
-	case err := <-l.done:
-		if err != nil {
-			return 0, err
+	for {
+		select {
+		case err := <-l.done:
+			if err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		case <-eof:
+			// Input ended while this write waits: from now on it gets
+			// eofWriteTimeout at most.
+			eof = nil
+			t.Reset(min(timeout, eofWriteTimeout))
+		case <-t.C:
+			l.close()
+			if l.onStall != nil {
+				l.onStall()
+			}
+			return 0, errWriterBroken
+		case <-l.broken:
+			return 0, errWriterBroken
 		}
-		return len(p), nil
-	case <-t.C:
-		l.close()
-		if l.onStall != nil {
-			l.onStall()
-		}
-		return 0, errWriterBroken
-	case <-l.broken:
-		return 0, errWriterBroken
 	}
 }
+
+// inputEnded says the client closed its input (see eofWriteTimeout).
+func (l *lineWriter) inputEnded() { l.eofSet.Do(func() { close(l.eof) }) }
 
 // close breaks the writer: pending and later writes fail at once.
 func (l *lineWriter) close() { l.once.Do(func() { close(l.broken) }) }
