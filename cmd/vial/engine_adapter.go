@@ -7,14 +7,15 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/vial-run/vial/internal/rmtree"
 	"github.com/vial-run/vial/mcp"
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
+	"github.com/vial-run/vial/runtime/hostuid"
 	"github.com/vial-run/vial/runtime/oci"
 )
 
@@ -43,9 +44,10 @@ type serveAdapter struct {
 	// lifetime, the shared workspace of the default contexts, and local
 	// mode's private ones. It is removed at Close, and at the next start
 	// of any vial serve if we died first.
-	wsDir  string
-	shared string
-	wsLock *os.File
+	wsDir    string
+	shared   string
+	sharedWS *sharedWorkspace // the shared workspace's volume and uid; nil in local mode
+	wsLock   *os.File
 
 	// oneShot bounds concurrent execute_python sandboxes (they use the
 	// same resources as contexts but are not counted by the manager).
@@ -125,26 +127,10 @@ func (a *serveAdapter) openWorkspaces(stateDir string) error {
 	if err := os.MkdirAll(root, 0o711); err != nil {
 		return fmt.Errorf("creating workspaces directory: %w", err)
 	}
-	ents, _ := os.ReadDir(root)
-	for _, ent := range ents {
-		dir := filepath.Join(root, ent.Name())
-		if !ent.IsDir() || !strings.HasPrefix(ent.Name(), "serve-") {
-			continue
-		}
-		if f, err := os.Open(filepath.Join(dir, "lock")); err == nil {
-			busy := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) != nil
-			f.Close()
-			if busy {
-				continue
-			}
-		} else if fi, err := ent.Info(); err != nil || time.Since(fi.ModTime()) < time.Minute {
-			continue // being created by another vial right now
-		}
-		if err := os.RemoveAll(dir); err != nil {
-			a.log.Warn("removing an orphaned workspace", "dir", dir, "error", err)
-		} else {
-			a.log.Info("removed an orphaned workspace", "dir", dir)
-		}
+	if n, err := collectWorkspaces(root); err != nil {
+		a.log.Warn("removing orphaned workspaces", "error", err)
+	} else if n > 0 {
+		a.log.Info("removed orphaned workspaces", "count", n)
 	}
 	dir, err := os.MkdirTemp(root, "serve-")
 	if err == nil {
@@ -167,6 +153,15 @@ func (a *serveAdapter) openWorkspaces(stateDir string) error {
 		return fmt.Errorf("locking workspaces: %w", err)
 	}
 	a.wsDir, a.wsLock = dir, lock
+	if !a.local {
+		a.sharedWS, err = a.openSharedWorkspace(filepath.Join(dir, "shared"))
+		if err != nil {
+			a.closeWorkspaces()
+			return err
+		}
+		a.shared = a.sharedWS.vol.Path()
+		return nil
+	}
 	shared, err := a.newWorkspace("shared")
 	if err != nil {
 		a.closeWorkspaces()
@@ -192,7 +187,7 @@ func (a *serveAdapter) newWorkspace(name string) (string, error) {
 	}
 	if os.Geteuid() == 0 {
 		if err := os.Chown(ws, oci.UID, oci.GID); err != nil {
-			os.RemoveAll(ws)
+			rmtree.RemoveAll(ws)
 			return "", fmt.Errorf("preparing workspace: %w", err)
 		}
 	}
@@ -203,7 +198,7 @@ func (a *serveAdapter) closeWorkspaces() error {
 	if a.wsDir == "" {
 		return nil
 	}
-	err := os.RemoveAll(a.wsDir)
+	err := errors.Join(a.sharedWS.close(), removeWorkspaces(a.wsDir))
 	a.wsLock.Close()
 	if err != nil {
 		return fmt.Errorf("removing workspaces: %w", err)
@@ -269,8 +264,12 @@ func (a *serveAdapter) start(ctx context.Context, lang runtime.Language, envName
 		return nil, "", err
 	}
 	ws := ""
+	var user *hostuid.Lease
 	if isDefault, _ := ctx.Value(defaultCtxKey{}).(bool); isDefault {
 		ws = a.shared
+		if a.sharedWS != nil {
+			user = a.sharedWS.user
+		}
 	}
 	if a.local {
 		return a.startLocal(lang, env, ws)
@@ -297,6 +296,7 @@ func (a *serveAdapter) start(ctx context.Context, lang runtime.Language, envName
 		Binds:     []rootfs.Bind{{Source: a.driverDir, Target: runtime.DriverDir}},
 		Limits:    env.Limits,
 		Workspace: ws,
+		User:      user,
 	})
 	if err != nil {
 		return nil, "", err
@@ -312,7 +312,7 @@ func (a *serveAdapter) startLocal(lang runtime.Language, env environment, ws str
 		if ws, err = a.newWorkspace(""); err != nil {
 			return nil, "", err
 		}
-		cleanup = func() error { return os.RemoveAll(ws) }
+		cleanup = func() error { return rmtree.RemoveAll(ws) }
 	}
 	t, err := startLocal(lang, a.driverDir, ws, env.Env, env.Limits.WithDefaults(), cleanup)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/vial-run/vial/runtime"
 )
@@ -23,15 +24,24 @@ func init() {
 			return fail(g, err)
 		}
 		rep, err := e.GC(ctx)
+		if err != nil && !errors.Is(err, runtime.ErrPartial) {
+			return fail(g, err) // the state directory could not be read at all
+		}
+		// vial serve's workspaces (with their volumes) of dead servers.
+		n, err := collectWorkspaces(filepath.Join(e.StateDir(), "workspaces"))
+		if err != nil {
+			rep.Left = append(rep.Left, err.Error())
+		}
 		fmt.Fprintln(g.Stdout, rep.String())
-		if errors.Is(err, runtime.ErrPartial) {
+		if n > 0 {
+			fmt.Fprintf(g.Stdout, "removed %d workspaces of dead vial serve processes\n", n)
+		}
+		if len(rep.Left) > 0 {
+			// Everything else was collected; the next gc tries these again.
 			for _, l := range rep.Left {
 				fmt.Fprintf(g.Stderr, "vial gc: left behind: %s\n", l)
 			}
 			return exitPartial
-		}
-		if err != nil {
-			return fail(g, err)
 		}
 		return 0
 	})

@@ -195,7 +195,10 @@ func Collect(dir string) (int, error) {
 }
 
 // processUIDs returns the uids in the range that a process on the host
-// runs as (real, effective, saved or file-system uid).
+// runs as (real, effective, saved or file-system uid). Zombies are left
+// out: they hold nothing but their exit status (their files, memory and
+// inotify instances are gone), and the one a killed sandbox leaves lasts
+// only until its runtime reaps it.
 func processUIDs() map[int]bool {
 	out := map[int]bool{}
 	ents, err := os.ReadDir("/proc")
@@ -215,7 +218,8 @@ func processUIDs() map[int]bool {
 	return out
 }
 
-// statusUIDs reads the Uid: line of a /proc/PID/status file.
+// statusUIDs reads the Uid: line of a /proc/PID/status file, or nothing
+// for a zombie.
 func statusUIDs(path string) []int {
 	f, err := os.Open(path)
 	if err != nil {
@@ -224,6 +228,12 @@ func statusUIDs(path string) []int {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
+		if state, ok := strings.CutPrefix(sc.Text(), "State:"); ok {
+			if s := strings.TrimSpace(state); strings.HasPrefix(s, "Z") || strings.HasPrefix(s, "X") {
+				return nil
+			}
+			continue
+		}
 		rest, ok := strings.CutPrefix(sc.Text(), "Uid:")
 		if !ok {
 			continue

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/vial-run/vial/internal/testutil"
 )
@@ -107,11 +108,16 @@ func TestStaleSlots(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, strconv.Itoa(free))); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("the free stale slot was kept: %v", err)
 	}
+	// Killed and not yet reaped, the process is a zombie: it holds nothing
+	// any more, and does not keep the uid.
 	cmd.Process.Kill()
-	cmd.Wait()
-	if n, err := Collect(dir); err != nil || n != 1 {
-		t.Errorf("Collect after the process ended: %d, %v; want 1", n, err)
+	for i := 0; i < 500 && statusUIDs("/proc/"+strconv.Itoa(cmd.Process.Pid)+"/status") != nil; i++ {
+		time.Sleep(10 * time.Millisecond)
 	}
+	if n, err := Collect(dir); err != nil || n != 1 {
+		t.Errorf("Collect after the process ended (a zombie now): %d, %v; want 1", n, err)
+	}
+	cmd.Wait()
 }
 
 func BenchmarkAcquire(b *testing.B) {
