@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -44,63 +45,127 @@ var templates struct {
 // every volume is formatted by mkfs. Benchmarks compare the two.
 var UseTemplates = true
 
+// TemplateDir keeps templates across processes, as sparse image files (a
+// few hundred KiB of data each): `vial run` is one process per sandbox,
+// and would otherwise start mkfs for every one. Empty keeps them in
+// memory only. It is under /run, which a reboot empties, like the state
+// of the mounts that use them.
+var TemplateDir = "/run/vial/volumes"
+
 // format makes image a formatted file system of bytes bytes and inodes
-// inodes. image must not exist.
-func format(image string, bytes, inodes int64) error {
+// inodes. image must not exist. It reports whether the image came from a
+// template (see forget).
+func format(image string, bytes, inodes int64) (fromTemplate bool, err error) {
 	key := templateKey{bytes, inodes}
 	if UseTemplates {
-		templates.Lock()
-		t := templates.m[key]
-		templates.Unlock()
-		if t != nil {
-			return t.write(image, bytes)
+		if t := cachedTemplate(key); t != nil {
+			return true, t.write(image, bytes)
 		}
 	}
 	if err := create(image, bytes); err != nil {
-		return err
+		return false, err
 	}
 	if err := mkfs(image, inodes); err != nil {
-		return err
+		return false, err
 	}
-	if !UseTemplates {
+	if UseTemplates {
+		if t, err := readTemplate(image); err == nil && t.size() <= maxTemplateBytes {
+			keepTemplate(key, t)
+		}
+	}
+	return false, nil
+}
+
+// cachedTemplate returns the template for key from memory or TemplateDir.
+func cachedTemplate(key templateKey) *template {
+	templates.Lock()
+	t := templates.m[key]
+	templates.Unlock()
+	if t != nil || TemplateDir == "" {
+		return t
+	}
+	t, err := readTemplate(templatePath(key))
+	if err != nil {
 		return nil
 	}
-	t, err := readTemplate(image)
-	if err != nil || t.size() > maxTemplateBytes {
-		return nil // the image is good; it just does not become a template
+	remember(key, t)
+	return t
+}
+
+// keepTemplate remembers t in memory and stores it in TemplateDir
+// (written aside and renamed: other processes read it at any time).
+func keepTemplate(key templateKey, t *template) {
+	remember(key, t)
+	if TemplateDir == "" || os.MkdirAll(TemplateDir, 0o700) != nil {
+		return
 	}
+	tmp := fmt.Sprintf("%s.%d.tmp", templatePath(key), os.Getpid())
+	os.Remove(tmp)
+	if err := t.write(tmp, key.bytes); err != nil {
+		os.Remove(tmp)
+		return
+	}
+	if os.Rename(tmp, templatePath(key)) != nil {
+		os.Remove(tmp)
+	}
+}
+
+func remember(key templateKey, t *template) {
 	templates.Lock()
+	defer templates.Unlock()
 	if templates.m == nil || len(templates.m) >= maxTemplates {
 		templates.m = map[templateKey]*template{}
 	}
 	templates.m[key] = t
+}
+
+// forget drops the template for key, in memory and on disk: an image made
+// from it could not be mounted.
+func forget(key templateKey) {
+	templates.Lock()
+	delete(templates.m, key)
 	templates.Unlock()
-	return nil
+	if TemplateDir != "" {
+		os.Remove(templatePath(key))
+	}
+}
+
+func templatePath(key templateKey) string {
+	return filepath.Join(TemplateDir, fmt.Sprintf("ext4-%d-%d.img", key.bytes, key.inodes))
 }
 
 // create makes image, a sparse file of bytes bytes.
 func create(image string, bytes int64) error {
+	f, err := sparse(image, bytes)
+	if err != nil {
+		return err
+	}
+	return f.Close()
+}
+
+// sparse creates image as a sparse file of bytes bytes.
+func sparse(image string, bytes int64) (*os.File, error) {
 	f, err := os.OpenFile(image, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		return fmt.Errorf("creating volume image: %w", err)
+		return nil, fmt.Errorf("creating volume image: %w", err)
 	}
-	defer f.Close()
 	if err := f.Truncate(bytes); err != nil {
-		return fmt.Errorf("sizing volume image: %w", err)
+		f.Close()
+		if errors.Is(err, unix.EFBIG) {
+			return nil, fmt.Errorf("volume of %d bytes: %w: larger than a file may be on the host's file system", bytes, ErrInvalid)
+		}
+		return nil, fmt.Errorf("sizing volume image: %w", err)
 	}
-	return nil
+	return f, nil
 }
 
 // write makes image from t: a sparse file with t's extents written in.
 func (t *template) write(image string, bytes int64) error {
-	f, err := os.OpenFile(image, os.O_RDWR|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
+	f, err := sparse(image, bytes)
 	if err != nil {
-		return fmt.Errorf("creating volume image: %w", err)
+		return err
 	}
 	defer f.Close()
-	if err := f.Truncate(bytes); err != nil {
-		return fmt.Errorf("sizing volume image: %w", err)
-	}
 	for _, e := range t.extents {
 		if _, err := f.WriteAt(e.data, e.off); err != nil {
 			return fmt.Errorf("writing volume image: %w", err)

@@ -104,6 +104,21 @@ func TestCreateRefusesBadInput(t *testing.T) {
 	}
 }
 
+func TestCreateRefusesHugeVolumes(t *testing.T) {
+	requireVolumes(t)
+	dir := filepath.Join(t.TempDir(), "ws")
+	// 64 TiB: more than ext4 allows one file (16 TiB); xfs and btrfs take it.
+	v, err := Create(dir, 64<<40, 0)
+	if err == nil {
+		v.Close()
+		t.Skip("this host's file system takes a 64 TiB sparse file")
+	}
+	if !errors.Is(err, ErrInvalid) {
+		t.Errorf("Create(64 TiB): %v, want ErrInvalid", err)
+	}
+	checkGone(t, dir)
+}
+
 // TestLimits fills a volume past its size and past its inode count: the
 // writes fail with ENOSPC, the image never takes more of the host's disk
 // than the volume's size, and Close leaves nothing behind.
@@ -256,6 +271,45 @@ func TestCollect(t *testing.T) {
 	}
 }
 
+// TestDamagedTemplate: a template on disk that does not make a mountable
+// file system is dropped, and volumes are formatted afresh.
+func TestDamagedTemplate(t *testing.T) {
+	requireVolumes(t)
+	old := TemplateDir
+	TemplateDir = t.TempDir()
+	defer func() { TemplateDir = old }()
+	const size = 8 << 20
+	key := templateKey{size, InodesFor(size)}
+	forget(key)
+	// A first volume makes the template, in memory and on disk.
+	v, err := Create(filepath.Join(t.TempDir(), "a"), size, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Close()
+	if _, err := os.Stat(templatePath(key)); err != nil {
+		t.Fatalf("no template on disk: %v", err)
+	}
+	// Another process finds only a damaged file.
+	forget(key)
+	if err := os.WriteFile(templatePath(key), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(templatePath(key), size); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "b")
+	v, err = Create(dir, size, 0)
+	if err != nil {
+		t.Fatalf("Create with a damaged template: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "x"), []byte("x"), 0o644); err != nil {
+		t.Error(err)
+	}
+	v.Close()
+	checkGone(t, dir)
+}
+
 // BenchmarkCreate measures a volume's cost: from the template (the
 // default) and with mkfs every time, and the parts of one.
 func BenchmarkCreate(b *testing.B) {
@@ -298,7 +352,7 @@ func BenchmarkSteps(b *testing.B) {
 		dir := filepath.Join(base, strconv.Itoa(i))
 		os.Mkdir(dir, 0o700)
 		s := time.Now()
-		if err := format(dir+ImageSuffix, 1<<30, InodesFor(1<<30)); err != nil {
+		if _, err := format(dir+ImageSuffix, 1<<30, InodesFor(1<<30)); err != nil {
 			b.Fatal(err)
 		}
 		fmtT += time.Since(s)
