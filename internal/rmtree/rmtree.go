@@ -119,7 +119,13 @@ func removeAt(parent int, name, display string) error {
 		}
 		return &os.PathError{Op: "open", Path: display, Err: err}
 	}
-	err = empty(fd, st.Dev, display)
+	fs := fsID{dev: st.Dev, mnt: mountID(fd)}
+	if pm := mountID(parent); pm != fs.mnt {
+		// A bind mount from the same file system: same device, another mount.
+		unix.Close(fd)
+		return &os.PathError{Op: "remove", Path: display, Err: ErrMountPoint}
+	}
+	err = empty(fd, fs, display)
 	unix.Close(fd)
 	if err != nil {
 		return err
@@ -153,7 +159,7 @@ func openDir(parent int, name string) (int, error) {
 // fresh names and queued, its files unlinked, and then it is removed: no
 // level ever holds a descriptor for longer than one step, and a chain of
 // any depth is taken apart in one pass.
-func empty(fd int, dev uint64, display string) error {
+func empty(fd int, fs fsID, display string) error {
 	if os.Geteuid() != 0 {
 		// An unwritable directory (only possible when not root) is made writable.
 		var st unix.Stat_t
@@ -177,7 +183,7 @@ func empty(fd int, dev uint64, display string) error {
 		for len(work) > 0 {
 			name := work[len(work)-1]
 			work = work[:len(work)-1]
-			more, err := removeOrHoist(fd, name, dev, &hoisted, filepath.Join(display, name))
+			more, err := removeOrHoist(fd, name, fs, &hoisted, filepath.Join(display, name))
 			if err != nil {
 				stuck[name] = err
 			}
@@ -202,7 +208,7 @@ func empty(fd int, dev uint64, display string) error {
 // contents has its files removed and its subdirectories moved up into fd
 // (their new names are returned, for the caller to take apart next), and
 // is removed once empty.
-func removeOrHoist(fd int, name string, dev uint64, hoisted *int, display string) ([]string, error) {
+func removeOrHoist(fd int, name string, fs fsID, hoisted *int, display string) ([]string, error) {
 	var st unix.Stat_t
 	if err := unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -216,7 +222,7 @@ func removeOrHoist(fd int, name string, dev uint64, hoisted *int, display string
 		}
 		return nil, nil
 	}
-	if st.Dev != dev {
+	if st.Dev != fs.dev {
 		return nil, &os.PathError{Op: "remove", Path: display, Err: ErrMountPoint}
 	}
 	// Most directories are empty by the time they are reached (leaves,
@@ -233,9 +239,12 @@ func removeOrHoist(fd int, name string, dev uint64, hoisted *int, display string
 	}
 	defer unix.Close(sub)
 	var sst unix.Stat_t
-	if err := unix.Fstat(sub, &sst); err != nil || sst.Dev != dev || sst.Ino != st.Ino {
+	if err := unix.Fstat(sub, &sst); err != nil || sst.Dev != fs.dev || sst.Ino != st.Ino {
 		// Swapped between the stat and the open: the next pass looks again.
 		return nil, nil
+	}
+	if mountID(sub) != fs.mnt {
+		return nil, &os.PathError{Op: "remove", Path: display, Err: ErrMountPoint}
 	}
 	if sst.Mode&0o300 != 0o300 && os.Geteuid() != 0 {
 		unix.Fchmod(sub, 0o700)
@@ -263,7 +272,7 @@ func removeOrHoist(fd int, name string, dev uint64, hoisted *int, display string
 				progress = true
 				continue
 			}
-			if cst.Dev != dev {
+			if cst.Dev != fs.dev || mountIDAt(sub, n) != fs.mnt {
 				errs = append(errs, &os.PathError{Op: "remove", Path: filepath.Join(display, n), Err: ErrMountPoint})
 				continue
 			}
@@ -288,6 +297,31 @@ func removeOrHoist(fd int, name string, dev uint64, hoisted *int, display string
 		return moved, errors.Join(errs...)
 	}
 	return moved, nil
+}
+
+// fsID identifies the mount a tree is on: its device, and the mount's id
+// (which also tells a bind mount of the same file system apart).
+type fsID struct{ dev, mnt uint64 }
+
+// mountID returns the id of the mount fd is on (statx STATX_MNT_ID,
+// Linux 5.8), or 0 where the kernel does not report it; then only the
+// device number tells mounts apart.
+func mountID(fd int) uint64 {
+	var stx unix.Statx_t
+	if unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx) != nil || stx.Mask&unix.STATX_MNT_ID == 0 {
+		return 0
+	}
+	return stx.Mnt_id
+}
+
+// mountIDAt is mountID for entry name of directory dirfd (the mount it
+// leads to, for a mount point).
+func mountIDAt(dirfd int, name string) uint64 {
+	var stx unix.Statx_t
+	if unix.Statx(dirfd, name, unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID, &stx) != nil || stx.Mask&unix.STATX_MNT_ID == 0 {
+		return 0
+	}
+	return stx.Mnt_id
 }
 
 // hoist moves directory name of from into to under a name not in use

@@ -210,16 +210,24 @@ func TestRemoveAllIn(t *testing.T) {
 	}
 }
 
-// TestRemoveStopsAtMountPoints mounts a tmpfs inside the tree in a private
-// mount namespace of one thread: the remover must neither empty nor remove
-// it, and say so.
+// TestRemoveStopsAtMountPoints mounts a tmpfs, and binds a directory of
+// the same file system, inside the tree, in a private mount namespace of
+// one thread: the remover must neither empty nor remove them, and say so.
 func TestRemoveStopsAtMountPoints(t *testing.T) {
+	for _, bind := range []bool{false, true} {
+		t.Run(map[bool]string{false: "tmpfs", true: "bind"}[bind], func(t *testing.T) { mountPointCase(t, bind) })
+	}
+}
+
+func mountPointCase(t *testing.T, bind bool) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
 	mnt := filepath.Join(dir, "tree", "sub", "mnt")
 	if err := os.MkdirAll(mnt, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	src := filepath.Join(dir, "src")
+	os.MkdirAll(filepath.Join(src, "d"), 0o755)
 	os.WriteFile(filepath.Join(dir, "tree", "sub", "f"), nil, 0o644)
 	errc := make(chan error, 1)
 	go func() {
@@ -234,20 +242,27 @@ func TestRemoveStopsAtMountPoints(t *testing.T) {
 			errc <- err
 			return
 		}
-		if err := unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m"); err != nil {
+		var err error
+		if bind {
+			err = unix.Mount(src, mnt, "", unix.MS_BIND, "")
+		} else {
+			err = unix.Mount("tmpfs", mnt, "tmpfs", 0, "size=1m")
+		}
+		if err != nil {
 			errc <- err
 			return
 		}
-		if err := os.WriteFile(filepath.Join(mnt, "precious"), []byte("x"), 0o644); err != nil {
+		os.MkdirAll(filepath.Join(mnt, "d"), 0o755)
+		if err := os.WriteFile(filepath.Join(mnt, "d", "precious"), []byte("x"), 0o644); err != nil {
 			errc <- err
 			return
 		}
-		err := RemoveAll(filepath.Join(dir, "tree"))
+		err = RemoveAll(filepath.Join(dir, "tree"))
 		if !errors.Is(err, ErrMountPoint) {
 			errc <- errors.New("RemoveAll over a mount point: " + errString(err) + ", want ErrMountPoint")
 			return
 		}
-		if _, err := os.Stat(filepath.Join(mnt, "precious")); err != nil {
+		if _, err := os.Stat(filepath.Join(mnt, "d", "precious")); err != nil {
 			errc <- errors.New("a file on the mounted file system was removed")
 			return
 		}
