@@ -427,3 +427,54 @@ func tagOf(t *testing.T, e *runtime.Engine, rt string) string {
 	tag, _, _ := strings.Cut(strings.TrimPrefix(b.ID, "v"), "-")
 	return tag
 }
+
+// TestSharedWorkspace: sandboxes on one runtime.Workspace (vial serve's
+// default contexts) run as its uid, change each other's files, and are
+// under its quota; Close leaves nothing.
+func TestSharedWorkspace(t *testing.T) {
+	for _, rt := range []string{"runc", "runsc"} {
+		t.Run(rt, func(t *testing.T) {
+			e := engine(t, rt)
+			before := counts(t, e)
+			parent := filepath.Join(stateDir, "workspaces-test")
+			os.MkdirAll(parent, 0o711)
+			defer os.RemoveAll(parent)
+			ws, err := runtime.NewWorkspace(filepath.Join(parent, "shared"), runtime.Limits{DiskBytes: 32 << 20})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ws.Close()
+			req := runtime.Request{Workspace: ws.Path(), User: ws.User()}
+			a, b := startShell(t, e, rt, req), startShell(t, e, rt, req)
+			want := strconv.Itoa(ws.User().UID())
+			for _, s := range []*shellBox{a, b} {
+				if got := strings.TrimSpace(s.do("id -u")); got != want {
+					t.Errorf("a sandbox on the shared workspace runs as %s, want %s", got, want)
+				}
+			}
+			if out := a.do("echo one > /workspace/f && chmod 600 /workspace/f"); out != "" {
+				t.Fatalf("A writing: %q", out)
+			}
+			if out := b.do("echo two >> /workspace/f && cat /workspace/f"); out != "one\ntwo\n" {
+				t.Errorf("B changing A's file: %q", out)
+			}
+			if out := b.do("dd if=/dev/zero of=/workspace/fill bs=1M count=64 2>&1 | grep -c 'No space'"); out != "1\n" {
+				t.Errorf("B writing past the shared workspace's 32 MiB: %q", out)
+			}
+			a.sb.Close()
+			b.sb.Close()
+			if err := ws.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := os.Stat(ws.Path()); !os.IsNotExist(err) {
+				t.Errorf("the workspace is still there: %v", err)
+			}
+			if after := counts(t, e); after != before {
+				t.Errorf("left: before %+v after %+v", before, after)
+			}
+			if l := loopsUnder(parent); len(l) > 0 {
+				t.Errorf("loop devices left: %v", l)
+			}
+		})
+	}
+}

@@ -46,7 +46,7 @@ type serveAdapter struct {
 	// of any vial serve if we died first.
 	wsDir    string
 	shared   string
-	sharedWS *sharedWorkspace // the shared workspace's volume and uid; nil in local mode
+	sharedWS *runtime.Workspace // the shared workspace's volume and uid; nil in local mode
 	wsLock   *os.File
 
 	// oneShot bounds concurrent execute_python sandboxes (they use the
@@ -159,7 +159,7 @@ func (a *serveAdapter) openWorkspaces(stateDir string) error {
 			a.closeWorkspaces()
 			return err
 		}
-		a.shared = a.sharedWS.vol.Path()
+		a.shared = a.sharedWS.Path()
 		return nil
 	}
 	shared, err := a.newWorkspace("shared")
@@ -198,7 +198,11 @@ func (a *serveAdapter) closeWorkspaces() error {
 	if a.wsDir == "" {
 		return nil
 	}
-	err := errors.Join(a.sharedWS.close(), removeWorkspaces(a.wsDir))
+	var err error
+	if a.sharedWS != nil {
+		err = a.sharedWS.Close()
+	}
+	err = errors.Join(err, removeWorkspaces(a.wsDir))
 	a.wsLock.Close()
 	if err != nil {
 		return fmt.Errorf("removing workspaces: %w", err)
@@ -268,7 +272,7 @@ func (a *serveAdapter) start(ctx context.Context, lang runtime.Language, envName
 	if isDefault, _ := ctx.Value(defaultCtxKey{}).(bool); isDefault {
 		ws = a.shared
 		if a.sharedWS != nil {
-			user = a.sharedWS.user
+			user = a.sharedWS.User()
 		}
 	}
 	if a.local {
