@@ -26,8 +26,11 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vial-run/vial/cgroups"
 	"github.com/vial-run/vial/internal/cleanup"
+	"github.com/vial-run/vial/internal/rmtree"
 	"github.com/vial-run/vial/rootfs"
+	"github.com/vial-run/vial/runtime/hostuid"
 	"github.com/vial-run/vial/runtime/oci"
+	"github.com/vial-run/vial/runtime/volume"
 	"github.com/vial-run/vial/seccomp"
 )
 
@@ -37,8 +40,19 @@ type Limits struct {
 	MemoryBytes int64   // hard memory limit; swap is not allowed on top
 	CPUs        float64 // CPU quota in cores
 	Pids        int64   // processes + threads
-	TmpBytes    int64   // size of the /tmp tmpfs
-	DiskBytes   int64   // largest file the sandbox may write (RLIMIT_FSIZE)
+	// TmpBytes is the size of the /tmp tmpfs (in the sandbox's memory, and
+	// charged to its memory limit); /tmp also holds at most one file or
+	// directory per 4 KiB of it (oci.TmpInodesFor).
+	TmpBytes int64
+	// DiskBytes is the size of the /workspace volume vial creates for a
+	// sandbox (the most of the host's disk the sandbox can take; writes
+	// past it fail with ENOSPC), and the largest file it may write
+	// anywhere (RLIMIT_FSIZE, which also bounds files in a workspace the
+	// caller named: that directory itself has no quota).
+	DiskBytes int64
+	// DiskInodes is how many files and directories the /workspace volume
+	// holds; zero means one per 16 KiB of DiskBytes (volume.InodesFor).
+	DiskInodes int64
 }
 
 // DefaultLimits apply where a request leaves a limit at zero.
@@ -63,13 +77,19 @@ type Request struct {
 	Network *Network
 	Limits  Limits
 	Timeout time.Duration // 0 means none
-	// Workspace is a host directory bound read-write at /workspace. Empty
-	// means a fresh one under the sandbox's state directory, removed with
-	// the sandbox.
+	// Workspace is a host directory bound read-write at /workspace. It is
+	// not under a disk quota (only RLIMIT_FSIZE caps its files). Empty
+	// means a fresh volume under the sandbox's state directory, limited to
+	// Limits.DiskBytes and DiskInodes and discarded with the sandbox.
 	Workspace string
-	Stdin     io.Reader
-	Stdout    io.Writer
-	Stderr    io.Writer
+	// User is the host uid and gid the sandbox runs as, leased by the
+	// caller, e.g. for a workspace several sandboxes share (they must be
+	// able to change each other's files there). Nil means a uid leased for
+	// this sandbox alone, or 65534 when Workspace is set.
+	User   *hostuid.Lease
+	Stdin  io.Reader
+	Stdout io.Writer
+	Stderr io.Writer
 }
 
 // Result is how a sandboxed program ended. A failing program is a result,
@@ -203,6 +223,8 @@ type sandbox struct {
 	root      string
 	group     *cgroups.Group
 	limits    Limits
+	uid, gid  int           // the host user the sandbox runs as
+	etc       []rootfs.Bind // its own /etc/passwd and /etc/group, if any
 	lock      *os.File
 	args      []string     // the backend's per-sandbox global arguments
 	teardown  func() error // everything acquired, in reverse order
@@ -243,7 +265,9 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 	if err := os.Mkdir(s.dir, 0o711); err != nil {
 		return nil, fmt.Errorf("creating sandbox directory: %w", err)
 	}
-	cu.Add(func() error { return os.RemoveAll(s.dir) })
+	// rmtree: the directory holds whatever the sandbox wrote (a workspace
+	// it named aside), of any depth.
+	cu.Add(func() error { return rmtree.RemoveAll(s.dir) })
 	lock, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("creating sandbox lock: %w", err)
@@ -261,19 +285,14 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 	// The sandbox directory is the bundle: runtimes read only its
 	// config.json, and one directory fewer is one mkdir fewer per start.
 	s.bundle = s.dir
-	s.workspace = req.Workspace
-	if s.workspace == "" {
-		s.workspace = filepath.Join(s.dir, "workspace")
-		if err := os.Mkdir(s.workspace, 0o700); err != nil {
-			return nil, fmt.Errorf("creating workspace: %w", err)
-		}
-		// Only a workspace vial created is handed to the sandbox user; a
-		// directory the caller named keeps its owner.
-		if err := os.Chown(s.workspace, oci.UID, oci.GID); err != nil {
-			return nil, fmt.Errorf("preparing workspace: %w", err)
-		}
-	} else if err := os.MkdirAll(s.workspace, 0o755); err != nil {
-		return nil, fmt.Errorf("creating workspace %s: %w", s.workspace, err)
+	if err := e.prepareUser(s, req, &cu); err != nil {
+		return nil, err
+	}
+	if err := e.prepareWorkspace(s, req, &cu); err != nil {
+		return nil, err
+	}
+	if s.etc, err = identityBinds(s, req.Image); err != nil {
+		return nil, err
 	}
 	if err := os.MkdirAll(s.root, 0o700); err != nil {
 		return nil, fmt.Errorf("creating runtime root: %w", err)
@@ -311,6 +330,7 @@ func (e *Engine) spec(s *sandbox, req *Request) (*specs.Spec, error) {
 		oci.WithEnv(req.Image.Env...),
 		oci.WithEnv(req.Env...),
 		oci.WithCwd(cwd),
+		oci.WithUser(uint32(s.uid), uint32(s.gid)),
 		oci.WithTmpSize(s.limits.TmpBytes),
 		oci.WithRlimit("RLIMIT_FSIZE", uint64(s.limits.DiskBytes), uint64(s.limits.DiskBytes)),
 		oci.WithResources(cgroups.Resources(cgroups.Limits{MemoryBytes: s.limits.MemoryBytes, CPUs: s.limits.CPUs, Pids: s.limits.Pids})),
@@ -321,7 +341,7 @@ func (e *Engine) spec(s *sandbox, req *Request) (*specs.Spec, error) {
 	for _, bnd := range req.Image.Binds {
 		opts = append(opts, oci.WithReadOnlyBind(bnd.Source, bnd.Target))
 	}
-	for _, bnd := range req.Binds {
+	for _, bnd := range append(slices.Clone(req.Binds), s.etc...) {
 		opts = append(opts, oci.WithReadOnlyBind(bnd.Source, bnd.Target))
 	}
 	opts = append(opts, oci.WithWorkspace(s.workspace))
@@ -348,6 +368,9 @@ func (l Limits) WithDefaults() Limits {
 	if l.DiskBytes == 0 {
 		l.DiskBytes = DefaultLimits.DiskBytes
 	}
+	if l.DiskInodes == 0 {
+		l.DiskInodes = volume.InodesFor(max(l.DiskBytes, volume.MinBytes))
+	}
 	return l
 }
 
@@ -373,7 +396,7 @@ func validateRequest(req *Request) error {
 	if l.Pids < 0 || (l.Pids > 0 && l.Pids < 4) {
 		errs = append(errs, fmt.Errorf("pids limit %d: must be at least 4", l.Pids))
 	}
-	if l.TmpBytes < 0 || l.DiskBytes < 0 {
+	if l.TmpBytes < 0 || l.DiskBytes < 0 || l.DiskInodes < 0 {
 		errs = append(errs, errors.New("tmp and disk limits must not be negative"))
 	}
 	if req.Timeout < 0 {

@@ -14,6 +14,9 @@ import (
 	"time"
 
 	"github.com/vial-run/vial/cgroups"
+	"github.com/vial-run/vial/internal/rmtree"
+	"github.com/vial-run/vial/runtime/hostuid"
+	"github.com/vial-run/vial/runtime/volume"
 )
 
 // GCReport counts what a garbage collection removed.
@@ -22,26 +25,35 @@ type GCReport struct {
 	Containers int // runtime containers deleted
 	Cgroups    int // cgroups removed
 	Mounts     int // mounts under the state directory unmounted
+	Volumes    int // workspace volumes discarded (unmounted, loop device detached, image removed)
+	UIDs       int // host uid leases of dead owners freed (host-wide)
 	// Other counts what every other collector removed, by its name.
 	Other map[string]int
+	// Left lists what could not be removed, one line each; GC went on
+	// with everything else, and the next GC tries again.
+	Left []string
 }
 
 func (r GCReport) String() string {
-	s := fmt.Sprintf("removed %d sandboxes, %d containers, %d cgroups, %d mounts", r.Sandboxes, r.Containers, r.Cgroups, r.Mounts)
+	s := fmt.Sprintf("removed %d sandboxes, %d containers, %d cgroups, %d mounts, %d volumes, %d uid leases",
+		r.Sandboxes, r.Containers, r.Cgroups, r.Mounts, r.Volumes, r.UIDs)
 	for _, name := range slices.Sorted(maps.Keys(r.Other)) {
 		s += fmt.Sprintf(", %d %s", r.Other[name], name)
+	}
+	if len(r.Left) > 0 {
+		s += fmt.Sprintf("; %d left behind", len(r.Left))
 	}
 	return s
 }
 
-// Empty reports whether nothing was collected.
+// Empty reports whether nothing was collected and nothing left behind.
 func (r GCReport) Empty() bool {
 	for _, n := range r.Other {
 		if n != 0 {
 			return false
 		}
 	}
-	return r.Sandboxes == 0 && r.Containers == 0 && r.Cgroups == 0 && r.Mounts == 0
+	return r.Sandboxes+r.Containers+r.Cgroups+r.Mounts+r.Volumes+r.UIDs == 0 && len(r.Left) == 0
 }
 
 // youngGrace protects a sandbox directory that another vial process has
@@ -50,23 +62,39 @@ const youngGrace = 10 * time.Second
 
 // GC removes everything left behind by vial processes that died without
 // tearing their sandboxes down (e.g. SIGKILL): their containers, the
-// processes in them, their cgroups, mounts and directories. A sandbox
-// whose owner is alive holds an exclusive flock on its lock file and is
-// left alone, so GC is safe to run next to live vial processes.
+// processes in them, their cgroups, workspace volumes, mounts and
+// directories, and the host uids they leased. A sandbox whose owner is
+// alive holds an exclusive flock on its lock file and is left alone, so
+// GC is safe to run next to live vial processes.
+//
+// One thing that cannot be removed never stops the rest: GC goes on, lists
+// it in the report's Left and returns an error that joins the reasons
+// (ErrPartial among them), and the next GC tries again. Any other error
+// means GC could not look at the state directory at all.
 func (e *Engine) GC(ctx context.Context) (GCReport, error) { return e.gc(ctx, true) }
+
+// ErrPartial marks a GC that removed what it could and left something.
+var ErrPartial = errors.New("some leftovers could not be removed")
 
 // gc collects orphans; with listRuntimes it also asks every runtime for
 // containers in vial's roots (a runtime exec each, so start-up recovery,
 // which runs before every `vial run`, leaves that to `vial gc`: an orphaned
 // container always has an orphaned sandbox directory next to it).
-func (e *Engine) gc(ctx context.Context, listRuntimes bool) (GCReport, error) {
-	var rep GCReport
+func (e *Engine) gc(ctx context.Context, listRuntimes bool) (rep GCReport, err error) {
 	var errs []error
+	defer func() {
+		if err == nil && len(errs) > 0 {
+			for _, err := range errs {
+				rep.Left = append(rep.Left, strings.ReplaceAll(err.Error(), "\n", "; "))
+			}
+			err = fmt.Errorf("%w: %w", ErrPartial, errors.Join(errs...))
+		}
+	}()
 	live := map[string]bool{}
 	dir := filepath.Join(e.stateDir, "sandboxes")
-	ents, err := os.ReadDir(dir)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return rep, fmt.Errorf("reading %s: %w", dir, err)
+	ents, rerr := os.ReadDir(dir)
+	if rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+		return rep, fmt.Errorf("reading %s: %w", dir, rerr)
 	}
 	for _, ent := range ents {
 		id := ent.Name()
@@ -131,6 +159,13 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (GCReport, error) {
 		}
 		rep.Cgroups++
 	}
+	// uid leases of dead owners, host-wide: freed only once no process
+	// runs as the uid, so never one of a live sandbox, whoever owns it.
+	n, err := hostuid.Collect(hostuid.Dir)
+	rep.UIDs += n
+	if err != nil {
+		errs = append(errs, err)
+	}
 	// Everything else: the built-in workspaces collector, then those
 	// registered. One failing collector does not stop the others.
 	for _, c := range append([]Collector{{Name: "workspaces", Collect: e.collectWorkspaces}}, e.collectors...) {
@@ -145,7 +180,7 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (GCReport, error) {
 			errs = append(errs, fmt.Errorf("collecting %s: %w", c.Name, err))
 		}
 	}
-	return rep, errors.Join(errs...)
+	return rep, nil
 }
 
 // OwnerDead is vial's one rule for telling leftovers from live state: a
@@ -214,12 +249,21 @@ func (e *Engine) collect(ctx context.Context, id, sdir string, rep *GCReport) er
 			rep.Cgroups++
 		}
 	}
-	n, err := unmountUnder(sdir)
+	// The workspace volume first, shut down so that whatever the sandbox
+	// left dirty in memory is not written to an image about to go; then
+	// any other mount (runsc's leftovers).
+	n, err := volume.Collect(sdir)
+	rep.Volumes += n
+	if err != nil {
+		errs = append(errs, err)
+	}
+	n, err = unmountUnder(sdir)
 	rep.Mounts += n
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if err := os.RemoveAll(sdir); err != nil {
+	// rmtree: the directory holds whatever the sandbox wrote, of any depth.
+	if err := rmtree.RemoveAll(sdir); err != nil {
 		errs = append(errs, fmt.Errorf("removing %s: %w", sdir, err))
 	} else {
 		rep.Sandboxes++

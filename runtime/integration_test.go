@@ -23,6 +23,7 @@ import (
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
 	"github.com/vial-run/vial/runtime/crun"
+	"github.com/vial-run/vial/runtime/hostuid"
 	"github.com/vial-run/vial/runtime/runc"
 	"github.com/vial-run/vial/runtime/runsc"
 )
@@ -121,6 +122,7 @@ func forEachRuntime(t *testing.T, f func(t *testing.T, e *runtime.Engine, rt str
 const probe = `
 grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status | tr -d '\t' | sed 's/:/=/'
 echo uid=$(id -u)
+echo user=$(id -un)
 touch /probe 2>/tmp/err; echo rootwrite=$(cat /tmp/err)
 unshare -U true 2>/dev/null; echo unshare=$?
 mount -t tmpfs none /tmp 2>/dev/null; echo mount=$?
@@ -160,19 +162,23 @@ func TestHardening(t *testing.T) {
 		wantRootWrite := "Read-only file system"
 		if rt == "runsc" {
 			// gVisor checks permissions before the read-only flag, so
-			// uid 65534 writing to root-owned / sees EACCES; the mount
+			// the sandbox's uid writing to root-owned / sees EACCES; the mount
 			// itself is read-only (checked below).
 			wantRootWrite = "Permission denied"
 		}
 		for k, want := range map[string]string{
 			"CapEff": "0000000000000000", "CapPrm": "0000000000000000", "CapBnd": "0000000000000000",
-			"NoNewPrivs": "1", "Seccomp": "2", "uid": "65534",
+			"NoNewPrivs": "1", "Seccomp": "2", "user": runtime.UserName,
 			"unshare": "1", "ifaces": "lo,", "shadow": "hidden", "roothome": "0",
 			"hostfile": "hidden", "hostname": "sandbox", "ws": "ok",
 		} {
 			if p[k] != want {
 				t.Errorf("%s = %q, want %q", k, p[k], want)
 			}
+		}
+		// A host uid of its own, from vial's range, never 65534 or root.
+		if uid, _ := strconv.Atoi(p["uid"]); !hostuid.InRange(uid) {
+			t.Errorf("uid = %q, want one of vial's own (from %d)", p["uid"], hostuid.First)
 		}
 		if !strings.Contains(p["rootwrite"], wantRootWrite) {
 			t.Errorf("writing / gave %q, want %q", p["rootwrite"], wantRootWrite)
@@ -390,6 +396,8 @@ func TestBadInput(t *testing.T) {
 // leakCounts are the things a sandbox creates on the host.
 type leakCounts struct {
 	Containers, Cgroups, Mounts, Processes, StateDirs int
+	Loops                                             int // loop devices backed by a file under the state directory
+	UIDLeases                                         int // host uid leases held for the state directory's sandboxes
 }
 
 func counts(t *testing.T, e *runtime.Engine) leakCounts {
@@ -419,7 +427,28 @@ func counts(t *testing.T, e *runtime.Engine) leakCounts {
 	c.Processes = len(strings.Fields(string(out)))
 	ents, _ := os.ReadDir(filepath.Join(e.StateDir(), "sandboxes"))
 	c.StateDirs = len(ents)
+	c.Loops = len(loopsUnder(e.StateDir()))
+	leases, _ := os.ReadDir(hostuid.Dir)
+	for _, l := range leases {
+		// A lease file names its owner: the sandbox directory.
+		if data, err := os.ReadFile(filepath.Join(hostuid.Dir, l.Name())); err == nil && strings.Contains(string(data), e.StateDir()+"/") {
+			c.UIDLeases++
+		}
+	}
 	return c
+}
+
+// loopsUnder lists the loop devices whose backing file is under dir.
+func loopsUnder(dir string) []string {
+	var out []string
+	devs, _ := filepath.Glob("/sys/block/loop*/loop/backing_file")
+	for _, d := range devs {
+		data, err := os.ReadFile(d)
+		if err == nil && strings.HasPrefix(string(data), dir+"/") {
+			out = append(out, strings.TrimSpace(string(data)))
+		}
+	}
+	return out
 }
 
 func TestNoLeaks(t *testing.T) {

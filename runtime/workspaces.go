@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/vial-run/vial/internal/cleanup"
@@ -22,6 +23,9 @@ import (
 type WorkspaceSet struct {
 	dir  string
 	lock *os.File
+
+	mu      sync.Mutex
+	volumes map[string]*Workspace // by path: those made by NewVolume
 }
 
 // OpenWorkspaces creates and locks a new workspace set on the engine's
@@ -48,11 +52,34 @@ func (e *Engine) OpenWorkspaces() (_ *WorkspaceSet, err error) {
 		return nil, fmt.Errorf("locking workspaces: %w", err)
 	}
 	cu.Release()
-	return &WorkspaceSet{dir: dir, lock: lock}, nil
+	return &WorkspaceSet{dir: dir, lock: lock, volumes: map[string]*Workspace{}}, nil
 }
 
-// New creates a workspace directory owned by the sandbox user. name must
-// be a valid ID ("" picks a random one).
+// NewVolume creates a workspace of the set that is a volume of its own,
+// limited to lim's DiskBytes and DiskInodes, with a host uid leased for it
+// (see NewWorkspace): every sandbox on it runs as Workspace.User().
+func (w *WorkspaceSet) NewVolume(lim Limits) (*Workspace, error) {
+	dir, err := os.MkdirTemp(w.dir, "ws-")
+	if err != nil {
+		return nil, fmt.Errorf("creating workspace: %w", err)
+	}
+	// NewWorkspace makes the directory itself.
+	if err := os.Remove(dir); err != nil {
+		return nil, fmt.Errorf("creating workspace: %w", err)
+	}
+	ws, err := NewWorkspace(dir, lim)
+	if err != nil {
+		return nil, err
+	}
+	w.mu.Lock()
+	w.volumes[ws.Path()] = ws
+	w.mu.Unlock()
+	return ws, nil
+}
+
+// New creates a plain workspace directory owned by the sandbox user, not
+// under a disk quota (local mode, where code runs on the host anyway).
+// name must be a valid ID ("" picks a random one).
 func (w *WorkspaceSet) New(name string) (string, error) {
 	var ws string
 	var err error
@@ -77,12 +104,20 @@ func (w *WorkspaceSet) New(name string) (string, error) {
 	return ws, nil
 }
 
-// Remove removes a workspace made by New.
+// Remove removes a workspace made by New or NewVolume.
 func (w *WorkspaceSet) Remove(dir string) error {
 	if filepath.Dir(dir) != w.dir {
 		return fmt.Errorf("%s is not a workspace of this set: %w", dir, ErrInvalid)
 	}
-	if err := removeTree(dir); err != nil {
+	w.mu.Lock()
+	ws := w.volumes[dir]
+	delete(w.volumes, dir)
+	w.mu.Unlock()
+	var err error
+	if ws != nil {
+		err = ws.Close()
+	}
+	if err = errors.Join(err, RemoveTree(dir)); err != nil {
 		return fmt.Errorf("removing workspace: %w", err)
 	}
 	return nil
@@ -90,16 +125,21 @@ func (w *WorkspaceSet) Remove(dir string) error {
 
 // Close removes every workspace of the set and releases its lock.
 func (w *WorkspaceSet) Close() error {
-	err := removeTree(w.dir)
+	w.mu.Lock()
+	vols := w.volumes
+	w.volumes = map[string]*Workspace{}
+	w.mu.Unlock()
+	var errs []error
+	for _, ws := range vols {
+		errs = append(errs, ws.Close())
+	}
+	errs = append(errs, RemoveTree(w.dir))
 	w.lock.Close()
-	if err != nil {
+	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("removing workspaces: %w", err)
 	}
 	return nil
 }
-
-// removeTree removes a directory tree a sandbox may have written.
-func removeTree(dir string) error { return os.RemoveAll(dir) }
 
 // lockDir creates dir/lock and takes an exclusive flock on it, held until
 // the returned file is closed (or the process dies): the one sign that a
@@ -144,7 +184,7 @@ func (e *Engine) collectWorkspaces(ctx context.Context) (int, error) {
 		if !dead {
 			continue
 		}
-		if err := removeTree(dir); err != nil {
+		if err := RemoveTree(dir); err != nil {
 			errs = append(errs, fmt.Errorf("removing orphaned workspaces %s: %w", dir, err))
 			continue
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/vial-run/vial/internal/human"
+	"github.com/vial-run/vial/internal/rmtree"
 )
 
 // HostFiles is the Files of a workspace directory on this host. Every open
@@ -439,7 +440,10 @@ func (h HostFiles) Remove(ctx context.Context, rel string, recursive bool, prote
 				return "", errorf(errdefs.ErrPermissionDenied, "deleting: %s holds %s, which the operator protects (blocked_paths); nothing was deleted", Shown(rel), Shown(p))
 			}
 		}
-		err = w.root.RemoveAll(rel)
+		// Any tree a sandbox can make: no recursion, three descriptors,
+		// links never followed (os.Root.RemoveAll ran out of descriptors
+		// on a 20,000-deep chain).
+		err = rmtree.RemoveAllIn(w.root, rel)
 	} else {
 		err = w.root.Remove(rel)
 	}

@@ -289,7 +289,7 @@ func (p *pool) start(k poolKey, env Environment) (_ *member, err error) {
 	defer cancel()
 	var ws Workspace
 	if k.shared {
-		if ws, err = svc.provider.NewWorkspace(ctx); err != nil {
+		if ws, err = svc.provider.NewWorkspace(ctx, env); err != nil {
 			release()
 			return nil, err
 		}

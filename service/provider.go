@@ -16,8 +16,9 @@ type Provider interface {
 	Start(ctx context.Context, r StartRequest) (Sandbox, error)
 	// NewWorkspace creates a workspace that outlives sandboxes: a
 	// session's shared one, which its default contexts bind and the file
-	// tools reach without starting a sandbox.
-	NewWorkspace(ctx context.Context) (Workspace, error)
+	// tools reach without starting a sandbox. env's limits bound it (its
+	// disk limit, where the provider enforces one).
+	NewWorkspace(ctx context.Context, env Environment) (Workspace, error)
 	// Notice is a line every result of this provider's sandboxes carries
 	// ("" for none): local mode says that code ran without isolation.
 	Notice() string

@@ -15,13 +15,17 @@ import (
 	"github.com/vial-run/vial/observe"
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime"
+	"github.com/vial-run/vial/runtime/hostuid"
 	"github.com/vial-run/vial/runtime/local"
 )
 
-// hostWorkspaceDir is a workspace directory of a runtime.WorkspaceSet.
+// hostWorkspaceDir is a workspace directory of a runtime.WorkspaceSet;
+// user, if set, is the host uid every sandbox on it runs as (a volume
+// workspace's, see runtime.NewWorkspace).
 type hostWorkspaceDir struct {
-	set *runtime.WorkspaceSet
-	dir string
+	set  *runtime.WorkspaceSet
+	dir  string
+	user *hostuid.Lease
 }
 
 func (w *hostWorkspaceDir) Files() Files { return HostFiles{Dir: w.dir} }
@@ -30,14 +34,32 @@ func (w *hostWorkspaceDir) Close() error { return w.set.Remove(w.dir) }
 // workspaceDir returns the host directory of a workspace this package
 // made; a foreign Workspace cannot be bound.
 func workspaceDir(ws Workspace) (string, error) {
+	w, err := asHostWorkspace(ws)
+	if w == nil {
+		return "", err
+	}
+	return w.dir, nil
+}
+
+func asHostWorkspace(ws Workspace) (*hostWorkspaceDir, error) {
 	if ws == nil {
-		return "", nil
+		return nil, nil
 	}
 	w, ok := ws.(*hostWorkspaceDir)
 	if !ok {
-		return "", fmt.Errorf("workspace %T is not on this host: %w", ws, errdefs.ErrInvalidArgument)
+		return nil, fmt.Errorf("workspace %T is not on this host: %w", ws, errdefs.ErrInvalidArgument)
 	}
-	return w.dir, nil
+	return w, nil
+}
+
+// workspace returns the directory of a shared workspace and the uid its
+// sandboxes run as; none ("", nil) gives the sandbox a volume of its own.
+func (p *EngineProvider) workspace(ws Workspace) (string, *hostuid.Lease, error) {
+	w, err := asHostWorkspace(ws)
+	if w == nil {
+		return "", nil, err
+	}
+	return w.dir, w.user, nil
 }
 
 // EngineProvider starts sandboxes on the runtime engine: each context's
@@ -144,7 +166,7 @@ func (p *EngineProvider) Check(env Environment) error {
 
 // Start implements Provider.
 func (p *EngineProvider) Start(ctx context.Context, r StartRequest) (Sandbox, error) {
-	ws, err := workspaceDir(r.Workspace)
+	ws, user, err := p.workspace(r.Workspace)
 	if err != nil {
 		return nil, err
 	}
@@ -173,6 +195,7 @@ func (p *EngineProvider) Start(ctx context.Context, r StartRequest) (Sandbox, er
 		Binds:     []rootfs.Bind{{Source: p.driverDir, Target: runtime.DriverDir}},
 		Limits:    r.Env.Limits,
 		Workspace: ws,
+		User:      user,
 	}
 	return p.start(ctx, r.Env, req)
 }
@@ -211,7 +234,7 @@ func (p *EngineProvider) start(ctx context.Context, env Environment, req runtime
 // a hardened sandbox of r.Environment (its image, runtime and limits), with no
 // network, its binds read-only, and r.Workspace at /workspace.
 func (p *EngineProvider) StartProgram(ctx context.Context, r ProgramRequest) (Sandbox, error) {
-	ws, err := workspaceDir(r.Workspace)
+	ws, user, err := p.workspace(r.Workspace)
 	if err != nil {
 		return nil, err
 	}
@@ -236,6 +259,7 @@ func (p *EngineProvider) StartProgram(ctx context.Context, r ProgramRequest) (Sa
 		Binds:     binds,
 		Limits:    r.Environment.Limits,
 		Workspace: ws,
+		User:      user,
 	})
 }
 
@@ -244,13 +268,16 @@ type engineSandbox struct{ *runtime.Sandbox }
 
 func (s engineSandbox) Files() Files { return HostFiles{Dir: s.Workspace} }
 
-// NewWorkspace implements Provider.
-func (p *EngineProvider) NewWorkspace(ctx context.Context) (Workspace, error) {
-	dir, err := p.ws.New("")
+// NewWorkspace implements Provider: a volume of env's disk limit (bytes
+// and inodes), with a host uid of its own that every sandbox on it runs
+// as, so a session's default contexts can change each other's files and
+// share per-user kernel limits with no other sandbox.
+func (p *EngineProvider) NewWorkspace(ctx context.Context, env Environment) (Workspace, error) {
+	ws, err := p.ws.NewVolume(env.Limits)
 	if err != nil {
 		return nil, err
 	}
-	return &hostWorkspaceDir{set: p.ws, dir: dir}, nil
+	return &hostWorkspaceDir{set: p.ws, dir: ws.Path(), user: ws.User()}, nil
 }
 
 // Notice implements Provider: sandboxed results need none.
@@ -306,8 +333,9 @@ type localSandbox struct {
 
 func (s localSandbox) Files() Files { return HostFiles{Dir: s.dir} }
 
-// NewWorkspace implements Provider.
-func (p *LocalProvider) NewWorkspace(ctx context.Context) (Workspace, error) {
+// NewWorkspace implements Provider: a plain host directory, not under a
+// disk quota (local mode runs code on the host, as the operator chose).
+func (p *LocalProvider) NewWorkspace(ctx context.Context, env Environment) (Workspace, error) {
 	dir, err := p.ws.New("")
 	if err != nil {
 		return nil, err

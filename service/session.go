@@ -60,7 +60,7 @@ func (s *Session) workspace(ctx context.Context) (Workspace, error) {
 		return nil, errorf(errdefs.ErrUnavailable, "the session has ended")
 	}
 	if s.ws == nil {
-		ws, err := s.svc.provider.NewWorkspace(ctx)
+		ws, err := s.svc.provider.NewWorkspace(ctx, s.svc.opts.Default)
 		if err != nil {
 			return nil, fmt.Errorf("creating the session's workspace: %w", err)
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/vial-run/vial/cgroups"
 	"github.com/vial-run/vial/mcp/downstream"
 	"github.com/vial-run/vial/rootfs"
+	"github.com/vial-run/vial/runtime/volume"
 	"github.com/vial-run/vial/seccomp"
 	"github.com/vial-run/vial/service"
 )
@@ -70,7 +71,13 @@ func cmdDoctor(ctx context.Context, g *globals, args []string) int {
 	seccompOK := serr == nil && kernelHasSeccompFilter()
 	check("seccomp", seccompOK, map[bool]string{true: "filter mode supported", false: "not supported"}[seccompOK], "use a kernel built with CONFIG_SECCOMP_FILTER")
 	userns := readTrim("/proc/sys/user/max_user_namespaces")
-	check("user namespaces", userns != "" && userns != "0", "max_user_namespaces="+userns+" (not required: sandboxes run as uid 65534 without a user namespace)", "")
+	check("user namespaces", userns != "" && userns != "0", "max_user_namespaces="+userns+" (not required: each sandbox runs as a host uid of its own, without a user namespace)", "")
+	if verr := volume.Check(); verr != nil {
+		detail, fix, _ := strings.Cut(verr.Error(), " (")
+		check("disk quotas", false, detail, strings.TrimSuffix(fix, ")"))
+	} else {
+		check("disk quotas", true, "workspace volumes: loop devices and mkfs.ext4", "")
+	}
 	img, err := rootfs.Host(g.StateDir)
 	if err == nil {
 		_, perr := os.Stat("/usr/bin/python3")

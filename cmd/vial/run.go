@@ -50,9 +50,10 @@ func cmdRun(ctx context.Context, g *globals, args []string) int {
 	fs := newFlagSet(g, "vial run")
 	rt := fs.String("runtime", "runc", "OCI runtime: runc, crun or runsc")
 	image := fs.String("image", "host", "image: host, an absolute directory, or a stored image name")
-	var mem, tmp sizeFlag
+	var mem, tmp, disk sizeFlag
 	fs.Var(&mem, "memory", "memory limit, e.g. 256m (default 512m)")
 	fs.Var(&tmp, "tmp", "size of the /tmp tmpfs (default 64m)")
+	fs.Var(&disk, "disk", "size of the /workspace volume, and largest file (default 1g)")
 	cpus := fs.Float64("cpus", 0, "CPU quota in cores, e.g. 0.5 (default 1)")
 	pids := fs.Int64("pids", 0, "maximum processes and threads (default 256)")
 	timeout := fs.Duration("timeout", 0, "kill the sandbox after this long, e.g. 30s (default: none)")
@@ -96,7 +97,7 @@ func cmdRun(ctx context.Context, g *globals, args []string) int {
 		Args:      cmdArgs,
 		Env:       env,
 		Cwd:       *cwd,
-		Limits:    runtime.Limits{MemoryBytes: mem.bytes, CPUs: *cpus, Pids: *pids, TmpBytes: tmp.bytes},
+		Limits:    runtime.Limits{MemoryBytes: mem.bytes, CPUs: *cpus, Pids: *pids, TmpBytes: tmp.bytes, DiskBytes: disk.bytes},
 		Timeout:   *timeout,
 		Workspace: ws,
 		Stdin:     os.Stdin,
@@ -120,6 +121,12 @@ func cmdRun(ctx context.Context, g *globals, args []string) int {
 		return fail(g, err)
 	}
 	req.Image = img
+	if req.Workspace != "" {
+		// Said every time: the disk limit silently not applying is how a
+		// host's disk fills up.
+		fmt.Fprintf(g.Stderr, "vial: note: --workspace %s is not under a disk quota (the sandbox can fill the file system it is on; only files are capped, at %s each)\n",
+			req.Workspace, humanBytes(diskOrDefault(req.Limits.DiskBytes)))
+	}
 	res, err := e.Run(ctx, *rt, req)
 	if err != nil {
 		return fail(g, err)
@@ -135,6 +142,13 @@ func cmdRun(ctx context.Context, g *globals, args []string) int {
 		return exitOOM
 	}
 	return res.ExitCode
+}
+
+func diskOrDefault(b int64) int64 {
+	if b == 0 {
+		return runtime.DefaultLimits.DiskBytes
+	}
+	return b
 }
 
 func memOrDefault(b int64) int64 {
@@ -222,5 +236,7 @@ func limitsFromConfig(res *config.Resolved, set map[string]bool, l *runtime.Limi
 	if !set["tmp"] {
 		l.TmpBytes = res.TmpBytes
 	}
-	l.DiskBytes = res.DiskBytes
+	if !set["disk"] {
+		l.DiskBytes = res.DiskBytes
+	}
 }

@@ -17,9 +17,11 @@ import (
 // SpecOpt transforms a spec. Options never perform I/O.
 type SpecOpt func(*specs.Spec) error
 
-// Sandbox user. 65534 ("nobody") owns no file on a normal host, so a
-// process that escaped its mount namespace still could not write to host
-// files it does not own.
+// The base spec's user. 65534 ("nobody") owns no file on a normal host,
+// so a process that escaped its mount namespace still could not write to
+// host files it does not own. The runtime gives most sandboxes a host uid
+// of their own instead (WithUser), so that they do not share per-user
+// kernel limits.
 const (
 	UID = 65534
 	GID = 65534
@@ -56,7 +58,7 @@ const SpecVersion = "1.0.2"
 //
 // The base is deny-by-default: read-only root; pid, mount, ipc, uts,
 // cgroup and network namespaces (the network namespace is empty, so only
-// loopback exists); uid/gid 65534; every capability set empty;
+// loopback exists); uid/gid 65534 (until WithUser); every capability set empty;
 // noNewPrivileges; masked and read-only /proc and /sys paths; a device
 // cgroup that denies everything but the runtime's standard devices; small
 // rlimits. Options add what a particular sandbox needs.
@@ -92,8 +94,9 @@ func base() *specs.Spec {
 				{Type: "RLIMIT_NOFILE", Hard: 1024, Soft: 1024},
 				{Type: "RLIMIT_CORE", Hard: 0, Soft: 0}, // no core dumps of sandboxed memory on the host
 				// No RLIMIT_NPROC: it counts per uid across the whole
-				// host, so sandboxes sharing uid 65534 would share it. The
-				// pids cgroup bounds processes per sandbox instead.
+				// host, and sandboxes that share a uid (a workspace
+				// several share, or 65534) would share it. The pids
+				// cgroup bounds processes per sandbox instead.
 			},
 			// Sandboxes are the first the kernel kills if the host itself
 			// runs out of memory.
@@ -103,7 +106,7 @@ func base() *specs.Spec {
 			{Destination: "/proc", Type: "proc", Source: "proc", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/dev", Type: "tmpfs", Source: "tmpfs", Options: []string{"nosuid", "strictatime", "mode=755", "size=" + strconv.Itoa(devBytes)}},
 			{Destination: "/dev/pts", Type: "devpts", Source: "devpts", Options: []string{"nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"}},
-			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=" + strconv.Itoa(shmBytes)}},
+			{Destination: "/dev/shm", Type: "tmpfs", Source: "shm", Options: []string{"nosuid", "noexec", "nodev", "mode=1777", "size=" + strconv.Itoa(shmBytes), "nr_inodes=" + strconv.FormatInt(TmpInodesFor(shmBytes), 10)}},
 			{Destination: "/dev/mqueue", Type: "mqueue", Source: "mqueue", Options: []string{"nosuid", "noexec", "nodev"}},
 			{Destination: "/sys", Type: "sysfs", Source: "sysfs", Options: []string{"nosuid", "noexec", "nodev", "ro"}},
 			tmpfs("/tmp", DefaultTmpBytes),
@@ -124,8 +127,16 @@ func base() *specs.Spec {
 
 func tmpfs(dest string, size int64) specs.Mount {
 	return specs.Mount{Destination: dest, Type: "tmpfs", Source: "tmpfs",
-		Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(size, 10)}}
+		Options: []string{"nosuid", "nodev", "mode=1777", "size=" + strconv.FormatInt(size, 10),
+			"nr_inodes=" + strconv.FormatInt(TmpInodesFor(size), 10)}}
 }
+
+// TmpInodesFor is the inode limit of a tmpfs of size bytes: one file or
+// directory per 4 KiB page. A tmpfs file with any data takes at least a
+// page, so the limit only stops floods of empty files and directories,
+// whose kernel memory (about 1 KiB each) the default limit (half the
+// host's pages) would let grow to the sandbox's whole memory limit.
+func TmpInodesFor(size int64) int64 { return max(size/4096, 256) }
 
 func intPtr(i int) *int { return &i }
 
@@ -189,6 +200,19 @@ func WithCwd(dir string) SpecOpt {
 	}
 }
 
+// WithUser sets the uid and gid the sandboxed process runs as, with no
+// supplementary groups.
+func WithUser(uid, gid uint32) SpecOpt {
+	return func(s *specs.Spec) error {
+		if uid == 0 || gid == 0 {
+			// Deny: nothing in vial runs sandboxed code as root.
+			return fmt.Errorf("sandbox user %d:%d: root is never a sandbox's user", uid, gid)
+		}
+		s.Process.User = specs.User{UID: uid, GID: gid}
+		return nil
+	}
+}
+
 // WithHostname sets the sandbox's hostname (in its own UTS namespace).
 func WithHostname(name string) SpecOpt {
 	return func(s *specs.Spec) error { s.Hostname = name; return nil }
@@ -232,7 +256,8 @@ func WithWorkspace(source string) SpecOpt {
 	}
 }
 
-// WithTmpSize sets the size of the /tmp tmpfs.
+// WithTmpSize sets the size of the /tmp tmpfs, and its inode limit with
+// it (TmpInodesFor).
 func WithTmpSize(bytes int64) SpecOpt {
 	return func(s *specs.Spec) error {
 		if bytes <= 0 {

@@ -111,7 +111,7 @@ func (w *Workspace) Files() service.Files { return service.HostFiles{Dir: w.Dir}
 func (w *Workspace) Close() error         { return os.RemoveAll(w.Dir) }
 
 // NewWorkspace implements service.Provider.
-func (p *Provider) NewWorkspace(ctx context.Context) (service.Workspace, error) {
+func (p *Provider) NewWorkspace(ctx context.Context, env service.Environment) (service.Workspace, error) {
 	dir, err := os.MkdirTemp(p.base, "ws-")
 	if err != nil {
 		return nil, err
