@@ -94,9 +94,10 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 	apiWrites := fs.Bool("api-allow-writes", false, "let the operator API and page save agent files (PUT /api/v1/execution/agents/ID/config); read-only without it")
 	rt := fs.String("runtime", "runc", "OCI runtime: runc, crun or runsc")
 	image := fs.String("image", "host", "image: host, an absolute directory, or a stored image name")
-	var mem, tmp, maxFile, maxCode sizeFlag
+	var mem, tmp, disk, maxFile, maxCode sizeFlag
 	fs.Var(&mem, "memory", "memory limit per sandbox, e.g. 256m (default 512m)")
 	fs.Var(&tmp, "tmp", "size of each sandbox's /tmp tmpfs (default 64m)")
+	fs.Var(&disk, "disk", "size of each workspace volume (bytes, and one file per 16 KiB of it), and largest file (default 1g)")
 	cpus := fs.Float64("cpus", 0, "CPU quota per sandbox in cores, e.g. 0.5 (default 1)")
 	pids := fs.Int64("pids", 0, "maximum processes and threads per sandbox (default 256)")
 	timeout := fs.Duration("timeout", service.DefaultLimits.DefaultTimeout, "default time limit of one call")
@@ -140,7 +141,7 @@ func cmdServe(ctx context.Context, g *globals, args []string) int {
 		Env: service.Environment{
 			Runtime: *rt,
 			Image:   *image,
-			Limits:  runtime.Limits{MemoryBytes: mem.bytes, CPUs: *cpus, Pids: *pids, TmpBytes: tmp.bytes},
+			Limits:  runtime.Limits{MemoryBytes: mem.bytes, CPUs: *cpus, Pids: *pids, TmpBytes: tmp.bytes, DiskBytes: disk.bytes},
 		},
 		Limits: service.Limits{
 			MaxCodeBytes:   int(maxCode.bytes),

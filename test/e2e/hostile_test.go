@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,7 +101,7 @@ sys.modules['matplotlib.pyplot'] = plt
 func TestHostileSandboxes(t *testing.T) {
 	for _, rt := range runtimes() {
 		t.Run(rt, func(t *testing.T) {
-			s := startServe(t, rt, "--pool-size", "0")
+			s := startServe(t, rt, "--pool-size", "0", "--disk", "64m")
 			pid := s.cmd.Process.Pid
 
 			t.Run("wire flood between calls", func(t *testing.T) {
@@ -269,6 +270,67 @@ time.sleep(100)`})
 				}
 			})
 
+			t.Run("disk quota", func(t *testing.T) {
+				s := s.on(t)
+				before := dfUsed(t, s.stateDir)
+				r := s.mustOK("run_shell", map[string]any{"command": "dd if=/dev/zero of=/workspace/fill bs=1M count=200 2>&1; df -k /workspace | tail -1"})
+				if !strings.Contains(r.text, "No space left") {
+					t.Errorf("200 MB into a 64 MiB workspace: %s", r.text)
+				}
+				used, imgs := dfUsed(t, s.stateDir)-before, volumeBytes(t, s.stateDir)
+				t.Logf("after 200 MB into a 64 MiB workspace: the state directory's file system grew %d MiB (df), workspace images hold %d MiB", used>>20, imgs>>20)
+				if imgs > 64<<20 {
+					t.Errorf("the workspace images hold %d MiB, over the 64 MiB limit", imgs>>20)
+				}
+				r = s.mustOK("run_code", map[string]any{"code": `
+import os
+os.remove('/workspace/fill')
+os.mkdir('/workspace/many')
+n = 0
+try:
+    while n < 100000:
+        open('/workspace/many/%d' % n, 'w').close()
+        n += 1
+except OSError as e:
+    print('stopped at', n, e.strerror)`})
+				if !strings.Contains(r.text, "stopped at") || strings.Contains(r.text, "stopped at 100000") {
+					t.Errorf("files into a 64 MiB workspace (4096 inodes): %s", r.text)
+				}
+				s.mustOK("delete_file", map[string]any{"path": "many", "recursive": true})
+				if r := s.mustOK("run_code", map[string]any{"code": "open('/workspace/after.txt', 'w').write('ok')"}); r.isError {
+					t.Errorf("writing after the quota was hit: %s", r.text)
+				}
+			})
+
+			if rt == "runc" { // runsc's uids are gVisor's own, and so are its per-user limits
+				t.Run("distinct host uids", func(t *testing.T) {
+					s := s.on(t)
+					a, b := s.newContext("python"), s.newContext("python")
+					ua := s.mustOK("run_code", map[string]any{"context_id": a, "code": "import os; os.getuid()"}).sc["value"]
+					ub := s.mustOK("run_code", map[string]any{"context_id": b, "code": "import os; os.getuid()"}).sc["value"]
+					if ua == ub || ua == "65534" {
+						t.Errorf("two contexts run as uid %v and %v", ua, ub)
+					}
+					r := s.mustOK("run_code", map[string]any{"context_id": a, "code": `
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+fds = []
+while len(fds) < 10000:
+    fd = libc.inotify_init()
+    if fd < 0:
+        break
+    fds.append(fd)
+len(fds)`})
+					t.Logf("context a (uid %v) took %v inotify instances", ua, r.sc["value"])
+					r = s.mustOK("run_code", map[string]any{"context_id": b, "code": "import ctypes; ctypes.CDLL(None).inotify_init() >= 0"})
+					if r.sc["value"] != "True" {
+						t.Errorf("context b (uid %v) got no inotify instance after a took them all: %s", ub, r.text)
+					}
+					s.mustOK("stop_context", map[string]any{"context_id": a})
+					s.mustOK("stop_context", map[string]any{"context_id": b})
+				})
+			}
+
 			cur, peak := rss(t, pid)
 			t.Logf("vial serve on %s: RSS %d MiB now, %d MiB at most", rt, cur>>20, peak>>20)
 			if peak > maxServeRSS {
@@ -293,6 +355,34 @@ for i in range(20000):
 open('bottom.txt', 'w').write('needle')
 os.chdir('/workspace')
 print('made')`
+}
+
+// dfUsed returns the bytes in use on dir's file system, as df shows them.
+func dfUsed(t *testing.T, dir string) int64 {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	return int64(st.Blocks-st.Bfree) * st.Bsize
+}
+
+// volumeBytes returns the disk space the workspace images under dir
+// take (allocated blocks, not their sparse size).
+func volumeBytes(t *testing.T, dir string) int64 {
+	var n int64
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return nil
+		}
+		if d.Type().IsRegular() && strings.HasSuffix(p, ".img") {
+			var st syscall.Stat_t
+			if syscall.Stat(p, &st) == nil {
+				n += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return n
 }
 
 func firstLines(s string, n int) string {
