@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"mime"
@@ -320,22 +321,16 @@ func agentParam(r *http.Request) (string, error) {
 }
 
 func (a *API) tools(w http.ResponseWriter, r *http.Request) error {
-	agent, err := agentParam(r)
-	if err != nil {
-		return err
-	}
-	if err := a.needConfig(); err != nil {
-		return err
-	}
-	ts, err := a.cfg.Tools(r.Context(), agent)
-	if err != nil {
-		return err
-	}
-	writeJSON(w, http.StatusOK, map[string]any{"agent": agent, "tools": nonNil(ts)})
-	return nil
+	return agentList(a, w, r, "tools", a.cfg.Tools)
 }
 
 func (a *API) mcpServers(w http.ResponseWriter, r *http.Request) error {
+	return agentList(a, w, r, "servers", a.cfg.MCPServers)
+}
+
+// agentList answers a request naming ?agent=ID with that agent's list,
+// under key.
+func agentList[T any](a *API, w http.ResponseWriter, r *http.Request, key string, get func(context.Context, string) ([]T, error)) error {
 	agent, err := agentParam(r)
 	if err != nil {
 		return err
@@ -343,11 +338,11 @@ func (a *API) mcpServers(w http.ResponseWriter, r *http.Request) error {
 	if err := a.needConfig(); err != nil {
 		return err
 	}
-	ss, err := a.cfg.MCPServers(r.Context(), agent)
+	list, err := get(r.Context(), agent)
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"agent": agent, "servers": nonNil(ss)})
+	writeJSON(w, http.StatusOK, map[string]any{"agent": agent, key: nonNil(list)})
 	return nil
 }
 

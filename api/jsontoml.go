@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/vial-run/vial/internal/tomltext"
 )
 
 // A JSON body is validated as the TOML file it stands for: jsonToTOML
@@ -27,42 +28,6 @@ type jsonPos struct {
 // maxJSONDepth bounds nesting: a configuration is a few levels deep, and a
 // body of ten thousand brackets must not exhaust the stack.
 const maxJSONDepth = 32
-
-var bareKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
-
-// tomlKey writes one part of a key, quoting it unless it is bare.
-func tomlKey(k string) string {
-	if bareKeyRE.MatchString(k) {
-		return k
-	}
-	return tomlString(k)
-}
-
-// tomlString writes s as a TOML basic string.
-func tomlString(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"':
-			b.WriteString(`\"`)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r < 0x20 || r == 0x7f:
-			fmt.Fprintf(&b, `\u%04X`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
-}
 
 // jsonError is a JSON body that cannot stand for a TOML file, at the place
 // that shows it.
@@ -164,7 +129,7 @@ func (c *converter) object(prefix string, depth int) error {
 		empty = false
 		key := tok.(string) // object keys are strings, or Token fails
 		start := c.keyStart(prev)
-		path := tomlKey(key)
+		path := tomltext.Key(key)
 		if prefix != "" {
 			path = prefix + "." + path
 		}
@@ -210,7 +175,7 @@ func (c *converter) inline(tok json.Token, path string, depth int) (string, erro
 	case json.Number:
 		return v.String(), nil // JSON numbers are valid TOML numbers
 	case string:
-		return tomlString(v), nil
+		return tomltext.String(v), nil
 	case json.Delim:
 		switch v {
 		case '[':
@@ -247,11 +212,11 @@ func (c *converter) inline(tok json.Token, path string, depth int) (string, erro
 				if err != nil {
 					return "", c.syntax(err)
 				}
-				s, err := c.inline(vt, path+"."+tomlKey(k), depth+1)
+				s, err := c.inline(vt, path+"."+tomltext.Key(k), depth+1)
 				if err != nil {
 					return "", err
 				}
-				parts = append(parts, tomlKey(k)+" = "+s)
+				parts = append(parts, tomltext.Key(k)+" = "+s)
 			}
 		}
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"regexp"
 	"strings"
+
+	"github.com/vial-run/vial/internal/tomltext"
 )
 
 // Interpolation: ${VAR}, ${VAR:default} and the escape $${, in string
@@ -128,8 +130,8 @@ func (v *vars) interpolate(n *node, path string, errs *errList) {
 }
 
 func joinPath(path, k string) string {
-	if !bareKey.MatchString(k) {
-		k = quote(k)
+	if !tomltext.BareKey.MatchString(k) {
+		k = tomltext.String(k)
 	}
 	if path == "" {
 		return k

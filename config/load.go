@@ -12,6 +12,7 @@ import (
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
+	"github.com/vial-run/vial/internal/tomltext"
 )
 
 // builtinFS holds level 0: the defaults of every key and the tool
@@ -604,7 +605,7 @@ func (l *loader) parseSet(s string) *node {
 	}
 	parts := strings.Split(key, ".")
 	for _, p := range parts {
-		if !bareKey.MatchString(p) {
+		if !tomltext.BareKey.MatchString(p) {
 			l.errs.add(pos, "%q is not a dotted key (valid: parts of letters, digits, _ and -, joined by .)", key)
 			return nil
 		}

@@ -6,7 +6,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/vial-run/vial/internal/tomltext"
 )
 
 // Masked is what a secret is shown as.
@@ -48,7 +49,7 @@ func (p *printer) table(t *node, path string) {
 	}
 	for _, k := range leaves {
 		v := t.tbl[k]
-		line := keyText(k) + " = " + p.value(v)
+		line := tomltext.Key(k) + " = " + p.value(v)
 		if p.explain {
 			line += "  # " + v.src.label() + explainPos(v)
 			if v.secret || anySecret(v) {
@@ -86,11 +87,11 @@ func anySecret(n *node) bool {
 // value formats a value inline; secrets are masked.
 func (p *printer) value(n *node) string {
 	if n.secret {
-		return quote(Masked)
+		return tomltext.String(Masked)
 	}
 	switch n.kind {
 	case kString:
-		return quote(n.s)
+		return tomltext.String(n.s)
 	case kInt:
 		return strconv.FormatInt(n.i, 10)
 	case kFloat:
@@ -117,44 +118,11 @@ func (p *printer) value(n *node) string {
 	case kTable:
 		parts := make([]string, 0, len(n.tbl))
 		for _, k := range n.sortedKeys() {
-			parts = append(parts, keyText(k)+" = "+p.value(n.tbl[k]))
+			parts = append(parts, tomltext.Key(k)+" = "+p.value(n.tbl[k]))
 		}
 		return "{ " + strings.Join(parts, ", ") + " }"
 	}
 	return `""`
-}
-
-func keyText(k string) string {
-	if bareKey.MatchString(k) {
-		return k
-	}
-	return quote(k)
-}
-
-// quote writes s as a TOML basic string.
-func quote(s string) string {
-	var b strings.Builder
-	b.WriteByte('"')
-	for _, r := range s {
-		switch {
-		case r == '"':
-			b.WriteString(`\"`)
-		case r == '\\':
-			b.WriteString(`\\`)
-		case r == '\n':
-			b.WriteString(`\n`)
-		case r == '\t':
-			b.WriteString(`\t`)
-		case r == '\r':
-			b.WriteString(`\r`)
-		case r < 0x20 || r == 0x7f || r == utf8.RuneError:
-			fmt.Fprintf(&b, `\u%04X`, r)
-		default:
-			b.WriteRune(r)
-		}
-	}
-	b.WriteByte('"')
-	return b.String()
 }
 
 // sectionOrder is the order of the top-level tables in show's output: the

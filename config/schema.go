@@ -282,7 +282,6 @@ var (
 	hostRE     = regexp.MustCompile(`^` + hostLabel + `(\.` + hostLabel + `)*\.?$`)
 	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 	toolNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
-	bareKey    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 )
 
 // checkHost accepts a host name, "*.domain", an IP address or a CIDR

@@ -13,46 +13,14 @@ import (
 	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
+	"github.com/vial-run/vial/internal/testutil"
 )
-
-// floodPrelude defines flood(prefix, chunk, delay) in a Python context: a
-// forked child of the driver finds the driver's answer pipe among its
-// descriptors (a write-only pipe that is not stdout or stderr, as any
-// process in the sandbox could through /proc), waits delay seconds, then
-// writes prefix and chunk after chunk to it, forever.
-const floodPrelude = `
-import os, time
-def _answer_pipe():
-    skip = {os.readlink('/proc/self/fd/1'), os.readlink('/proc/self/fd/2')}
-    for name in os.listdir('/proc/self/fd'):
-        fd = int(name)
-        try:
-            link = os.readlink('/proc/self/fd/%d' % fd)
-            with open('/proc/self/fdinfo/%d' % fd) as f:
-                flags = int(f.read().split('flags:')[1].split()[0], 8)
-        except (OSError, IndexError, ValueError):
-            continue
-        # gVisor shows the pipes from the host as host:[N].
-        if link.startswith(('pipe:', 'host:')) and link not in skip and flags & 3 == os.O_WRONLY:
-            return fd
-    raise RuntimeError('no answer pipe found')
-def flood(prefix, chunk, delay):
-    fd = _answer_pipe()
-    if os.fork() == 0:
-        try:
-            time.sleep(delay)
-            os.write(fd, prefix)
-            while True:
-                os.write(fd, chunk)
-        finally:
-            os._exit(0)
-`
 
 // FloodScenario is one way a process in a sandbox can abuse the driver's
 // answer pipe. Exported for the sandbox tests (package runtime_test).
 type FloodScenario struct {
 	Name string
-	// Code runs in a Python context after floodPrelude (the first call
+	// Code runs in a Python context after testutil.WireFloodPrelude (the first call
 	// is the prelude, so this is call 2).
 	Code string
 	// Between: the flood starts after the call has ended.
@@ -141,7 +109,7 @@ func CheckFlood(t *testing.T, sc FloodScenario, start func(ContextOptions) *Cont
 	mu.Lock()
 	c = ctx
 	mu.Unlock()
-	if res, err := c.Exec(t.Context(), ExecRequest{Code: floodPrelude}); err != nil || res.Error != nil {
+	if res, err := c.Exec(t.Context(), ExecRequest{Code: testutil.WireFloodPrelude}); err != nil || res.Error != nil {
 		t.Fatalf("prelude: %+v, %v", res, err)
 	}
 	res, err := c.Exec(t.Context(), ExecRequest{Code: sc.Code})

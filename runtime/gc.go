@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/vial-run/vial/cgroups"
+	"github.com/vial-run/vial/internal/mountinfo"
 	"github.com/vial-run/vial/internal/rmtree"
 	"github.com/vial-run/vial/runtime/hostuid"
 	"github.com/vial-run/vial/runtime/volume"
@@ -284,25 +285,7 @@ func (e *Engine) Recover(ctx context.Context) {
 }
 
 // Mounts returns the mount points at or under dir, deepest first.
-func Mounts(dir string) []string {
-	data, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	var out []string
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 {
-			continue
-		}
-		mp := f[4]
-		if mp == dir || strings.HasPrefix(mp, dir+"/") {
-			out = append(out, mp)
-		}
-	}
-	slices.SortFunc(out, func(a, b string) int { return len(b) - len(a) })
-	return out
-}
+func Mounts(dir string) []string { return mountinfo.PointsUnder(dir) }
 
 func unmountUnder(dir string) (int, error) {
 	var errs []error

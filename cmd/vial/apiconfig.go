@@ -269,13 +269,9 @@ func (c *configAPI) AgentFile(ctx context.Context, id string) (*api.AgentFile, e
 	}
 	defer root.Close()
 	rel := agentFile(id)
-	b, err := root.ReadFile(rel)
+	b, st, err := readWithStat(root, rel)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", rel, err)
-	}
-	st, err := root.Stat(rel)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", rel, err)
+		return nil, err
 	}
 	return &api.AgentFile{ID: id, File: rel, TOML: string(b), SHA256: sha256Hex(b), Modified: st.ModTime().UTC()}, nil
 }
@@ -469,13 +465,9 @@ func (c *configAPI) WriteAgentFile(ctx context.Context, id string, body []byte, 
 	}
 	defer root.Close()
 	rel := agentFile(id)
-	old, err := root.ReadFile(rel)
+	old, st, err := readWithStat(root, rel)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", rel, err)
-	}
-	st, err := root.Stat(rel)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", rel, err)
+		return nil, err
 	}
 	if ifMatch != "" && ifMatch != sha256Hex(old) {
 		return nil, fmt.Errorf("%s changed since it was read (its sha256 is no longer %s): reload it and apply the change again: %w", rel, cut64(ifMatch), errdefs.ErrFailedPrecondition)
@@ -639,4 +631,17 @@ func nonNilStrings(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// readWithStat reads rel of root and stats it.
+func readWithStat(root *os.Root, rel string) ([]byte, os.FileInfo, error) {
+	b, err := root.ReadFile(rel)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s: %w", rel, err)
+	}
+	st, err := root.Stat(rel)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading %s: %w", rel, err)
+	}
+	return b, st, nil
 }

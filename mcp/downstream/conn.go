@@ -17,6 +17,7 @@ import (
 	mcpclient "github.com/mark3labs/mcp-go/client"
 	mcptransport "github.com/mark3labs/mcp-go/client/transport"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/vial-run/vial/internal/human"
 )
 
 // ProtocolVersion is the MCP revision vial speaks to downstream servers.
@@ -272,7 +273,7 @@ func (s *server) transportError(ctx context.Context, c *conn, op, method string,
 	case errors.Is(err, errRedirect):
 		return s.errorf(op, errRedirect.Error(), errdefs.ErrUnavailable), false
 	case errors.Is(err, errTooLarge):
-		return s.errorf(op, "it sent a message over "+sizeString(4*s.m.budget), errdefs.ErrResourceExhausted, errdefs.ErrUnavailable), false
+		return s.errorf(op, "it sent a message over "+human.Bytes(uint64(4*s.m.budget)), errdefs.ErrResourceExhausted, errdefs.ErrUnavailable), false
 	case errors.Is(err, errNotReading):
 		return s.errorf(op, errNotReading.Error(), errdefs.ErrResourceExhausted, errdefs.ErrUnavailable), false
 	}

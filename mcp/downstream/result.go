@@ -6,6 +6,7 @@ import (
 	"unicode/utf8"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/vial-run/vial/internal/human"
 )
 
 // noticeRoom is kept free in the budget for the notice of a cut.
@@ -97,7 +98,7 @@ func finishResult(res *mcpgo.CallToolResult, server, tool string, hasOutputSchem
 			droppedStructured = true
 		}
 	}
-	notice := fmt.Sprintf("[vial: the result of %s was cut to fit vial's response budget of %s: the MCP server %q returned %s", tool, sizeString(budget), server, sizeString(total))
+	notice := fmt.Sprintf("[vial: the result of %s was cut to fit vial's response budget of %s: the MCP server %q returned %s", tool, human.Bytes(uint64(budget)), server, human.Bytes(uint64(total)))
 	if cut {
 		notice += "; a text item was shortened"
 	}
@@ -152,15 +153,4 @@ func cutUTF8(s string, n int) string {
 		i += w
 	}
 	return s[:i]
-}
-
-func sizeString(n int) string {
-	switch {
-	case n >= 1<<20:
-		return fmt.Sprintf("%.1f MiB", float64(n)/(1<<20))
-	case n >= 1<<10:
-		return fmt.Sprintf("%.1f KiB", float64(n)/(1<<10))
-	default:
-		return fmt.Sprintf("%d bytes", n)
-	}
 }

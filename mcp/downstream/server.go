@@ -16,6 +16,7 @@ import (
 	"github.com/containerd/errdefs"
 	mcptransport "github.com/mark3labs/mcp-go/client/transport"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
+	"github.com/vial-run/vial/internal/human"
 )
 
 // State is where a server's connection stands.
@@ -510,7 +511,7 @@ func (s *server) list(ctx context.Context, c *conn) (map[string]remoteTool, []st
 			break
 		}
 		if len(raws) >= maxToolsPerServer || total > 4*s.m.budget || page >= 100 {
-			skipped = append(skipped, fmt.Sprintf("(more pages): the server offers more than vial takes (%d tools, %s, 100 pages)", maxToolsPerServer, sizeString(4*s.m.budget)))
+			skipped = append(skipped, fmt.Sprintf("(more pages): the server offers more than vial takes (%d tools, %s, 100 pages)", maxToolsPerServer, human.Bytes(uint64(4*s.m.budget))))
 			break
 		}
 		cursor = p.NextCursor

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/containerd/errdefs"
+	"github.com/vial-run/vial/internal/human"
 )
 
 // hostEnv are the variables of vial's own environment a host stdio server
@@ -257,7 +258,7 @@ func (f *framer) run() {
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if len(line)+len(chunk) > f.max+1 {
-			f.finish(errorWithClass(errdefs.ErrResourceExhausted, "it sent a message over %s", sizeString(f.max)))
+			f.finish(errorWithClass(errdefs.ErrResourceExhausted, "it sent a message over %s", human.Bytes(uint64(f.max))))
 			return
 		}
 		line = append(line, chunk...)

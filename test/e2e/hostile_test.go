@@ -17,6 +17,7 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+	"github.com/vial-run/vial/internal/testutil"
 )
 
 // Issue 10: nothing a sandbox does reaches vial's own process unbounded.
@@ -56,34 +57,6 @@ func rss(t *testing.T, pid int) (cur, peak int64) {
 	return cur, peak
 }
 
-// wirePrelude finds the driver's answer pipe from inside the sandbox (a
-// write-only pipe among the process's descriptors) and writes to it from
-// a forked child, as issue 10's attacker did.
-const wirePrelude = `
-import os, time
-def _answer_pipe():
-    for fd in range(3, 64):
-        try:
-            link = os.readlink('/proc/self/fd/%d' % fd)
-            with open('/proc/self/fdinfo/%d' % fd) as f:
-                flags = int(f.read().split('flags:')[1].split()[0], 8)
-        except (OSError, IndexError, ValueError):
-            continue
-        if link.startswith(('pipe:', 'host:')) and flags & 3 == os.O_WRONLY:
-            return fd
-    raise RuntimeError('no answer pipe found')
-def flood(prefix, chunk, delay):
-    fd = _answer_pipe()
-    if os.fork() == 0:
-        try:
-            time.sleep(delay)
-            os.write(fd, prefix)
-            while True:
-                os.write(fd, chunk)
-        finally:
-            os._exit(0)
-`
-
 // fakePyplot makes the driver's figure capture see 16 figures of 3.9 MB
 // each: a program can always pretend to be matplotlib.
 const fakePyplot = `
@@ -106,7 +79,7 @@ func TestHostileSandboxes(t *testing.T) {
 
 			t.Run("wire flood between calls", func(t *testing.T) {
 				s := s.on(t)
-				s.mustOK("run_code", map[string]any{"code": wirePrelude})
+				s.mustOK("run_code", map[string]any{"code": testutil.WireFloodPrelude})
 				s.mustOK("run_code", map[string]any{"code": `flood(b'vial1 result 3\n', b'x 0\n\n' * 4096, 0.5)`})
 				time.Sleep(3 * time.Second)
 				// The context was ended with a reason; the default context is
@@ -120,7 +93,7 @@ func TestHostileSandboxes(t *testing.T) {
 			t.Run("wire flood in a call", func(t *testing.T) {
 				s := s.on(t)
 				id := s.newContext("python")
-				s.mustOK("run_code", map[string]any{"context_id": id, "code": wirePrelude})
+				s.mustOK("run_code", map[string]any{"context_id": id, "code": testutil.WireFloodPrelude})
 				r := s.call("run_code", map[string]any{"context_id": id, "code": `flood(b'vial1 result 2\n', b'x 0\n\n' * 4096, 0); time.sleep(60)`, "timeout": 30})
 				if !r.isError && r.sc["dead"] != true {
 					t.Errorf("a forged answer was accepted: %s", r.text)
