@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/vial-run/vial/internal/lazyre"
 )
 
 // The schema: what keys each file may hold and what their values must be.
@@ -279,9 +281,9 @@ func mapOf(key func(*checker, string) string, elem *spec) *spec {
 
 var (
 	hostLabel  = `[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?`
-	hostRE     = regexp.MustCompile(`^` + hostLabel + `(\.` + hostLabel + `)*\.?$`)
-	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-	toolNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
+	hostRE     = lazyre.New(`^` + hostLabel + `(\.` + hostLabel + `)*\.?$`)
+	nameRE     = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	toolNameRE = lazyre.New(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
 	bareKey    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 )
 

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/vial-run/vial/internal/human"
+	"github.com/vial-run/vial/internal/lazyre"
 	"github.com/vial-run/vial/service"
 )
 
@@ -101,7 +103,7 @@ func argNames(dst any) []string {
 // contextIDPattern is what a context id may look like. Ids come from the
 // model; checking them here gives a clear answer before the engine (which
 // validates again before using one in a path) sees them.
-var contextIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+var contextIDPattern = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 func checkContextID(id string) error {
 	if id == "" || contextIDPattern.MatchString(id) {

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vial-run/vial/internal/lazyre"
 )
 
 // Store is vial's content-addressed image store under <stateDir>/images:
@@ -668,7 +670,7 @@ func (s *Store) commit(st *staging, digest, name string, ref *indexRef) error {
 var (
 	componentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
 	hostRE      = regexp.MustCompile(`^[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?$`)
-	tagRE       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	tagRE       = lazyre.New(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 )
 
 // NormalizeName returns the canonical "repo:tag" form of an image name:

@@ -17,7 +17,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"syscall"
@@ -26,6 +25,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vial-run/vial/cgroups"
 	"github.com/vial-run/vial/internal/cleanup"
+	"github.com/vial-run/vial/internal/lazyre"
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime/oci"
 	"github.com/vial-run/vial/seccomp"
@@ -175,7 +175,7 @@ type sandboxMeta struct {
 
 // validID matches the identifiers vial generates; anything read back from
 // disk is checked against it before it becomes a path component.
-var validID = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+var validID = lazyre.New(`^[a-z0-9][a-z0-9-]{0,63}$`)
 
 // newID names a new sandbox: "v", the state directory's tag, "-" and 40
 // random bits. cgroups live in one host-wide tree (/vial) that several vial
