@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
@@ -34,9 +35,10 @@ type Backend struct {
 	// MinPids is the smallest pids limit the runtime tolerates (runsc's
 	// sentry threads count against it).
 	MinPids int64
-	// Wrap adjusts every command before it starts (crun's private mount
-	// namespace on hybrid cgroup hosts). Nil means none.
-	Wrap func(cmd *exec.Cmd)
+	// Start starts every invocation of the runtime CLI in place of
+	// cmd.Start (crun's private mount namespace on hybrid cgroup hosts).
+	// Nil means cmd.Start.
+	Start func(cmd *exec.Cmd) error
 	// Cleanup runs after a container is deleted, with the runtime root.
 	Cleanup func(root string) error
 }
@@ -47,11 +49,28 @@ type Backend struct {
 // an explicit kill and delete.
 func (b *Backend) command(root string, args ...string) *exec.Cmd {
 	full := append([]string{"--root", root}, b.GlobalArgs...)
-	cmd := exec.Command(b.Path, append(full, args...)...)
-	if b.Wrap != nil {
-		b.Wrap(cmd)
+	return exec.Command(b.Path, append(full, args...)...)
+}
+
+// start starts cmd, an invocation of the runtime CLI, as the backend
+// requires (Backend.Start).
+func (b *Backend) start(cmd *exec.Cmd) error {
+	if b.Start != nil {
+		return b.Start(cmd)
 	}
-	return cmd
+	return cmd.Start()
+}
+
+// combinedOutput runs cmd to completion, started as the backend requires,
+// and returns its stdout and stderr together.
+func (b *Backend) combinedOutput(cmd *exec.Cmd) ([]byte, error) {
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := b.start(cmd); err != nil {
+		return nil, err
+	}
+	err := cmd.Wait()
+	return buf.Bytes(), err
 }
 
 // Version runs `<runtime> --version` and returns its first line.
@@ -59,11 +78,7 @@ func (b *Backend) Version(ctx context.Context) (string, error) {
 	if b.Path == "" {
 		return "", fmt.Errorf("%s: %w: not installed (%s)", b.Name, ErrUnavailable, b.Install)
 	}
-	cmd := exec.CommandContext(ctx, b.Path, "--version")
-	if b.Wrap != nil {
-		b.Wrap(cmd)
-	}
-	out, err := cmd.CombinedOutput()
+	out, err := b.combinedOutput(exec.CommandContext(ctx, b.Path, "--version"))
 	if err != nil {
 		return "", fmt.Errorf("running %s --version: %w: %s", b.Name, err, strings.TrimSpace(string(out)))
 	}

@@ -424,7 +424,7 @@ func (e *Engine) destroy(s *sandbox, containerMayExist bool) error {
 func (e *Engine) forceDelete(ctx context.Context, b *Backend, root, id string) error {
 	killContainer(ctx, b, root, id)
 	del := b.command(root, "delete", "--force", id)
-	out, err := runWithContext(ctx, del)
+	out, err := runWithContext(ctx, b, del)
 	if err != nil && !notExist(out) {
 		return commandError(b, "delete "+id, err, lastLine(out))
 	}
@@ -447,17 +447,18 @@ const killTimeout = 2 * time.Second
 func killContainer(ctx context.Context, b *Backend, root, id string) {
 	ctx, cancel := context.WithTimeout(ctx, killTimeout)
 	defer cancel()
-	runWithContext(ctx, b.command(root, "kill", id, "KILL"))
+	runWithContext(ctx, b, b.command(root, "kill", id, "KILL"))
 }
 
-// runWithContext runs cmd, killing the CLI if ctx ends, and returns its
-// combined output. A CLI whose children keep its output open cannot hold
-// the caller beyond a second after it exits or is killed.
-func runWithContext(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
+// runWithContext runs cmd, an invocation of b's CLI, killing it if ctx
+// ends, and returns its combined output. A CLI whose children keep its
+// output open cannot hold the caller beyond a second after it exits or is
+// killed.
+func runWithContext(ctx context.Context, b *Backend, cmd *exec.Cmd) ([]byte, error) {
 	var buf strings.Builder
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
+	if err := b.start(cmd); err != nil {
 		return nil, err
 	}
 	done := make(chan error, 1)
@@ -520,8 +521,12 @@ func (e *Engine) PrepareBundle(runtimeName string, req Request) (*Bundle, error)
 }
 
 // Command returns the runtime invocation for args on this bundle's
-// runtime root, wrapped as the backend requires.
+// runtime root; start it with Start.
 func (b *Bundle) Command(args ...string) *exec.Cmd { return b.s.runCommand(args...) }
+
+// Start starts cmd, from Command, as the backend requires (crun's private
+// mount namespace on a hybrid cgroup host).
+func (b *Bundle) Start(cmd *exec.Cmd) error { return b.s.backend.start(cmd) }
 
 // RunRaw runs the bundle with the runtime's own `run`, as a user of the
 // raw runtime would, and times the runtime process alone: the baseline
@@ -529,7 +534,7 @@ func (b *Bundle) Command(args ...string) *exec.Cmd { return b.s.runCommand(args.
 func (b *Bundle) RunRaw() (time.Duration, []byte, error) {
 	cmd := b.Command("run", "--bundle", b.Dir, b.ID)
 	start := time.Now()
-	out, err := cmd.CombinedOutput()
+	out, err := b.s.backend.combinedOutput(cmd)
 	return time.Since(start), out, err
 }
 

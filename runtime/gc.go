@@ -95,7 +95,7 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (GCReport, error) {
 		if _, err := os.Stat(root); err != nil {
 			continue
 		}
-		out, err := runWithContext(ctx, b.command(root, "list", "--quiet"))
+		out, err := runWithContext(ctx, b, b.command(root, "list", "--quiet"))
 		if err != nil {
 			continue
 		}

@@ -36,7 +36,7 @@ func (e *Engine) Run(ctx context.Context, runtimeName string, req Request) (res 
 	cmd.Stdout = writerOnly{orDiscard(req.Stdout)}
 	cmd.Stderr = writerOnly{orDiscard(req.Stderr)}
 	cmd.WaitDelay = stopGrace
-	if err := cmd.Start(); err != nil {
+	if err := s.backend.start(cmd); err != nil {
 		e.destroy(s, false)
 		return Result{}, commandError(s.backend, "run", err, "")
 	}

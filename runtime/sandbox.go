@@ -79,7 +79,7 @@ func (e *Engine) Start(ctx context.Context, runtimeName string, req Request) (_ 
 	cmd := s.runCommand(args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	done := make(chan error, 1)
-	if err := cmd.Start(); err != nil {
+	if err := s.backend.start(cmd); err != nil {
 		return nil, commandError(s.backend, "run", err, "")
 	}
 	go func() { done <- cmd.Wait() }()
@@ -151,7 +151,7 @@ func (sb *Sandbox) Done() <-chan struct{} { return sb.done }
 // Signal delivers sig to the init process through the runtime.
 func (sb *Sandbox) Signal(ctx context.Context, sig syscall.Signal) error {
 	cmd := sb.s.backend.command(sb.s.root, "kill", sb.ID, strconv.Itoa(int(sig)))
-	out, err := runWithContext(ctx, cmd)
+	out, err := runWithContext(ctx, sb.s.backend, cmd)
 	if err != nil {
 		return commandError(sb.s.backend, "kill", err, lastLine(out))
 	}

@@ -15,10 +15,6 @@ import (
 	"github.com/vial-run/vial/runtime/runsc"
 )
 
-func init() {
-	hiddenEntry[crun.ShimArg] = crun.ShimMain
-}
-
 // backends is the one place that knows every runtime vial can drive.
 func backends() []*runtime.Backend {
 	return []*runtime.Backend{runc.New(), crun.New(), runsc.New()}

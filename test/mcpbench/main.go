@@ -80,10 +80,6 @@ type options struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == crun.ShimArg {
-		// The crun backend re-executes this program as its mount shim.
-		os.Exit(crun.ShimMain(os.Args[2:]))
-	}
 	var o options
 	rts := flag.String("runtimes", "runc,runsc", "comma-separated runtimes to measure")
 	flag.StringVar(&o.vial, "vial", "bin/vial", "the vial binary to measure")
