@@ -70,7 +70,7 @@ func (e *Engine) Run(ctx context.Context, runtimeName string, req Request) (res 
 	if res.ExitCode > 128 && res.ExitCode <= 128+64 {
 		res.Signal = unix.SignalName(unixSignal(res.ExitCode - 128))
 	}
-	if st, err := s.group.Stats(); err == nil {
+	if st, err := s.group.Usage(); err == nil {
 		res.CPU, res.PeakMemory = st.CPU, st.PeakMemory
 		res.OOMKilled = !res.TimedOut && res.ExitCode != 0 && cgroups.OOMKilled(st, s.limits.MemoryBytes)
 	}
