@@ -7,6 +7,8 @@ import (
 	"os/exec"
 	"strings"
 
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+
 	"github.com/vial-run/vial/runtime/oci"
 )
 
@@ -30,8 +32,14 @@ type Backend struct {
 	// LogArgs returns the flags that send the runtime's own log to path in
 	// JSON, so its errors are told apart from the program's stderr.
 	LogArgs func(path string) []string
-	// SpecOpts adjust the bundle for this runtime.
+	// SpecOpts adjust the bundle for this runtime. They do not see the
+	// seccomp profile: that is AdjustSeccomp's.
 	SpecOpts []oci.SpecOpt
+	// AdjustSeccomp adjusts this runtime's private copy of vial's default
+	// seccomp profile (seccomp.Default), once per process: the result is
+	// marshalled once and written into every bundle of the runtime. Nil
+	// keeps the default.
+	AdjustSeccomp func(*specs.LinuxSeccomp)
 	// MinPids is the smallest pids limit the runtime tolerates (runsc's
 	// sentry threads count against it).
 	MinPids int64

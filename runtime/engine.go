@@ -28,7 +28,6 @@ import (
 	"github.com/vial-run/vial/internal/lazyre"
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime/oci"
-	"github.com/vial-run/vial/seccomp"
 )
 
 // Limits are a sandbox's resource limits. A zero field takes the engine's
@@ -287,7 +286,7 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 	if err != nil {
 		return nil, err
 	}
-	if err := oci.Write(s.bundle, spec); err != nil {
+	if err := s.writeSpec(spec); err != nil {
 		return nil, err
 	}
 	s.logPath = filepath.Join(s.dir, "runtime.log")
@@ -297,10 +296,6 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 
 // spec builds the bundle's config.json for s.
 func (e *Engine) spec(s *sandbox, req *Request) (*specs.Spec, error) {
-	prof, err := seccomp.Default()
-	if err != nil {
-		return nil, err
-	}
 	cwd := req.Cwd
 	if cwd == "" {
 		cwd = "/workspace"
@@ -315,7 +310,6 @@ func (e *Engine) spec(s *sandbox, req *Request) (*specs.Spec, error) {
 		oci.WithRlimit("RLIMIT_FSIZE", uint64(s.limits.DiskBytes), uint64(s.limits.DiskBytes)),
 		oci.WithResources(cgroups.Resources(cgroups.Limits{MemoryBytes: s.limits.MemoryBytes, CPUs: s.limits.CPUs, Pids: s.limits.Pids})),
 		oci.WithCgroupsPath(cgroups.LeafPath(s.id)),
-		oci.WithSeccomp(seccomp.Clone(prof)),
 		oci.WithAnnotation("dev.vial.sandbox", s.id),
 	}
 	for _, bnd := range req.Image.Binds {
