@@ -253,9 +253,14 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 	}
 	s.lock = lock
 	cu.Add(lock.Close)
-	meta, _ := json.Marshal(sandboxMeta{ID: s.id, Runtime: b.Name, Created: time.Now(), PID: os.Getpid()})
-	if err := os.WriteFile(filepath.Join(s.dir, "meta.json"), meta, 0o600); err != nil {
-		return nil, fmt.Errorf("writing sandbox metadata: %w", err)
+	pg := startGroup(s.id, lim)
+	defer func() {
+		if err != nil {
+			pg.abandon()
+		}
+	}()
+	if err := writeMeta(lock, sandboxMeta{ID: s.id, Runtime: b.Name, Created: time.Now(), PID: os.Getpid()}); err != nil {
+		return nil, err
 	}
 	// The sandbox directory is the bundle: runtimes read only its
 	// config.json, and one directory fewer is one mkdir fewer per start.
@@ -277,11 +282,6 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 	if err := os.MkdirAll(s.root, 0o700); err != nil {
 		return nil, fmt.Errorf("creating runtime root: %w", err)
 	}
-	s.group, err = cgroups.Create(s.id, cgroups.Limits{CPUs: lim.CPUs, Pids: lim.Pids})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	cu.Add(s.group.Delete)
 	spec, err := e.spec(s, req)
 	if err != nil {
 		return nil, err
@@ -289,6 +289,13 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 	if err := s.writeSpec(spec); err != nil {
 		return nil, err
 	}
+	s.group, err = pg.wait()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	// Removing the group overlaps removing the directory (destroy has
+	// killed what was left in it first).
+	cu.AddAsync(s.group.Delete)
 	s.logPath = filepath.Join(s.dir, "runtime.log")
 	s.teardown = cu.Release()
 	return s, nil

@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -192,10 +191,7 @@ func (e *Engine) AddCollector(c Collector) { e.collectors = append(e.collectors,
 // collect tears down one orphaned sandbox.
 func (e *Engine) collect(ctx context.Context, id, sdir string, rep *GCReport) error {
 	var errs []error
-	var meta sandboxMeta
-	if data, err := os.ReadFile(filepath.Join(sdir, "meta.json")); err == nil {
-		json.Unmarshal(data, &meta)
-	}
+	meta := readMeta(sdir)
 	if b, ok := e.backends[meta.Runtime]; ok && b.Path != "" {
 		root := e.runtimeRoot(b)
 		if err := e.forceDelete(ctx, b, root, id); err != nil {
@@ -294,10 +290,7 @@ func (e *Engine) List() ([]SandboxInfo, error) {
 			continue
 		}
 		sdir := filepath.Join(dir, ent.Name())
-		var meta sandboxMeta
-		if data, err := os.ReadFile(filepath.Join(sdir, "meta.json")); err == nil {
-			json.Unmarshal(data, &meta)
-		}
+		meta := readMeta(sdir)
 		orphan, _ := OwnerDead(sdir)
 		out = append(out, SandboxInfo{ID: ent.Name(), Runtime: meta.Runtime, Created: meta.Created, PID: meta.PID, Orphan: orphan})
 	}
