@@ -6,10 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/vial-run/vial/internal/lazyre"
 )
 
 // A JSON body is validated as the TOML file it stands for: jsonToTOML
@@ -28,7 +29,7 @@ type jsonPos struct {
 // body of ten thousand brackets must not exhaust the stack.
 const maxJSONDepth = 32
 
-var bareKeyRE = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+var bareKeyRE = lazyre.New(`^[A-Za-z0-9_-]+$`)
 
 // tomlKey writes one part of a key, quoting it unless it is bare.
 func tomlKey(k string) string {

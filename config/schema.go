@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/url"
 	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -284,7 +283,7 @@ var (
 	hostRE     = lazyre.New(`^` + hostLabel + `(\.` + hostLabel + `)*\.?$`)
 	nameRE     = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 	toolNameRE = lazyre.New(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
-	bareKey    = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+	bareKey    = lazyre.New(`^[A-Za-z0-9_-]+$`)
 )
 
 // checkHost accepts a host name, "*.domain", an IP address or a CIDR

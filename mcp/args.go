@@ -6,7 +6,6 @@ import (
 	"errors"
 	"math"
 	"reflect"
-	"regexp"
 	"strings"
 	"time"
 
@@ -44,7 +43,7 @@ func decodeArgs(req mcpgo.CallToolRequest, dst any) error {
 	return nil
 }
 
-var unknownField = regexp.MustCompile(`^json: unknown field "(.*)"$`)
+var unknownField = lazyre.New(`^json: unknown field "(.*)"$`)
 
 // argDecodeError rewrites a json decoding error as advice for the model.
 func argDecodeError(err error, dst any) error {
