@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -243,13 +242,9 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 		return nil, fmt.Errorf("creating sandbox directory: %w", err)
 	}
 	cu.Add(func() error { return os.RemoveAll(s.dir) })
-	lock, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := createLock(s.dir, sandboxMeta{ID: s.id, Runtime: b.Name, Created: time.Now(), PID: os.Getpid()})
 	if err != nil {
-		return nil, fmt.Errorf("creating sandbox lock: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("locking sandbox: %w", err)
+		return nil, err
 	}
 	s.lock = lock
 	cu.Add(lock.Close)
@@ -259,9 +254,6 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 			pg.abandon()
 		}
 	}()
-	if err := writeMeta(lock, sandboxMeta{ID: s.id, Runtime: b.Name, Created: time.Now(), PID: os.Getpid()}); err != nil {
-		return nil, err
-	}
 	// The sandbox directory is the bundle: runtimes read only its
 	// config.json, and one directory fewer is one mkdir fewer per start.
 	s.bundle = s.dir

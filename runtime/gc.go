@@ -118,7 +118,7 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (GCReport, error) {
 	// gone — its removal failed — carries our tag).
 	ids, _ := cgroups.List()
 	for _, id := range ids {
-		if live[id] || !validID.MatchString(id) || !e.Owns(id) {
+		if live[id] || !validID.MatchString(id) || !e.Owns(id) || e.bornSince(dir, id) {
 			continue
 		}
 		if g, err := cgroups.Load(id); err == nil {
@@ -145,6 +145,23 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (GCReport, error) {
 		}
 	}
 	return rep, errors.Join(errs...)
+}
+
+// bornSince reports whether sandbox id, whose cgroup gc found without a
+// live sandbox directory when it listed them, has a live one now: a vial
+// process (this one, or another on the state directory) created and
+// locked it after gc read the directory. A sandbox's directory is locked
+// before its cgroup is created, so a cgroup whose directory is missing
+// now is a stray one. Without this check gc could remove the cgroup of a
+// sandbox being prepared beside it (start-up recovery runs beside `vial
+// run`'s own sandbox).
+func (e *Engine) bornSince(sandboxes, id string) bool {
+	sdir := filepath.Join(sandboxes, id)
+	if _, err := os.Stat(sdir); err != nil {
+		return false
+	}
+	dead, err := OwnerDead(sdir)
+	return err != nil || !dead
 }
 
 // OwnerDead is vial's one rule for telling leftovers from live state: a
