@@ -108,10 +108,11 @@ func cmdRun(ctx context.Context, g *globals, args []string) int {
 			return fail(g, err)
 		}
 	}
-	e, err := openEngine(ctx, g, true)
+	e, recovered, err := openEngineRecovering(ctx, g)
 	if err != nil {
 		return fail(g, err)
 	}
+	defer recovered()
 	if _, err := e.Backend(*rt); err != nil {
 		return fail(g, err)
 	}
