@@ -87,6 +87,16 @@ func TestUsageMatchesStats(t *testing.T) {
 		t.Errorf("Usage() = peak %d, cpu %v, oom %d; Stats() = peak %d, cpu %v, oom %d",
 			u.PeakMemory, u.CPU, u.OOMKills, st.PeakMemory, st.CPU, st.OOMKills)
 	}
+	pr := NewPeakReader(id)
+	for range 2 { // opened on the first read, read again on the second
+		if p, err := pr.Read(); err != nil || p != u.PeakMemory {
+			t.Errorf("PeakReader.Read() = %d, %v; want %d", p, err, u.PeakMemory)
+		}
+	}
+	pr.Close()
+	if _, err := pr.Read(); err == nil {
+		t.Error("PeakReader.Read after Close succeeded")
+	}
 	if u.PeakMemory < 8_000_000 || u.CPU == 0 {
 		t.Errorf("Usage() = peak %d, cpu %v: the shell's 8 MB and its CPU time are missing", u.PeakMemory, u.CPU)
 	}

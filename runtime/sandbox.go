@@ -35,6 +35,7 @@ type Sandbox struct {
 	done   chan struct{}
 	once   sync.Once
 	err    error
+	peak   *cgroups.PeakReader
 }
 
 // Start starts req in a new sandbox and returns at once; the program's
@@ -97,7 +98,8 @@ func (e *Engine) Start(ctx context.Context, runtimeName string, req Request) (_ 
 	inR.Close()
 	outW.Close()
 	errW.Close()
-	sb := &Sandbox{ID: s.id, Workspace: s.workspace, e: e, s: s, stdin: inW, stdout: outR, stderr: errR, done: make(chan struct{})}
+	sb := &Sandbox{ID: s.id, Workspace: s.workspace, e: e, s: s, stdin: inW, stdout: outR, stderr: errR, done: make(chan struct{}),
+		peak: cgroups.NewPeakReader(s.id)}
 	pid, err := readPID(pidFile)
 	if err != nil {
 		return nil, err
@@ -192,6 +194,7 @@ func (sb *Sandbox) Limits() Limits { return sb.s.limits }
 // call more than once.
 func (sb *Sandbox) Close() error {
 	sb.once.Do(func() {
+		sb.peak.Close()
 		sb.stdin.Close()
 		sb.err = sb.e.destroy(sb.s, true)
 		sb.stdout.Close()
