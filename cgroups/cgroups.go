@@ -169,8 +169,23 @@ func Load(id string) (*Group, error) {
 // cpuset's copying of parent values.
 var accountingSubsystems = []cgroup1.Name{cgroup1.Memory, cgroup1.Cpu, cgroup1.Cpuacct, cgroup1.Pids}
 
-// accounting is cgroup1.Default restricted to accountingSubsystems.
-func accounting() ([]cgroup1.Subsystem, error) {
+// accounting is cgroup1.Default restricted to accountingSubsystems. It is
+// worked out once per process (it parses /proc/self/mountinfo and probes
+// every hierarchy): the subsystems only describe where each hierarchy is
+// mounted, and every group shares them.
+var accounting = sync.OnceValues(readAccounting)
+
+// Prepare does, ahead of a sandbox, the per-process work its group's
+// creation would otherwise start with (finding the hierarchies). Safe to
+// call from a goroutine of its own beside anything else in this package.
+func Prepare() {
+	if !Unified() {
+		accounting()
+	}
+	hierarchyRoots()
+}
+
+func readAccounting() ([]cgroup1.Subsystem, error) {
 	all, err := cgroup1.Default()
 	if err != nil {
 		return nil, err

@@ -116,6 +116,7 @@ func cmdRun(ctx context.Context, g *globals, args []string) int {
 	if _, err := e.Backend(*rt); err != nil {
 		return fail(g, err)
 	}
+	e.Prewarm(*rt)
 	img, err := resolveImage(e.StateDir(), *image)
 	if err != nil {
 		return fail(g, err)
