@@ -501,6 +501,7 @@ type Bundle struct {
 	ID, Dir, RuntimeRoot string
 	e                    *Engine
 	s                    *sandbox
+	ran                  bool // RunRaw's runtime exited by itself: it deleted the container
 }
 
 // PrepareBundle does everything Run does before starting the runtime and
@@ -528,8 +529,11 @@ func (b *Bundle) RunRaw() (time.Duration, []byte, error) {
 	cmd := b.Command("run", "--bundle", b.Dir, b.ID)
 	start := time.Now()
 	out, err := b.s.backend.combinedOutput(cmd)
-	return time.Since(start), out, err
+	d := time.Since(start)
+	b.ran = err == nil
+	return d, out, err
 }
 
-// Close deletes the container if it still exists and removes everything.
-func (b *Bundle) Close() error { return b.e.destroy(b.s, true) }
+// Close deletes the container if it may still exist and removes
+// everything.
+func (b *Bundle) Close() error { return b.e.destroy(b.s, !b.ran) }
