@@ -303,8 +303,14 @@ func Remove(id string) error {
 }
 
 // removeTree rmdirs dir's subdirectories bottom-up, then dir. cgroupfs
-// directories are removed with rmdir, never unlink of their files.
+// directories are removed with rmdir, never unlink of their files. It tries
+// dir alone first: the runtime has removed its leaf when a container ends,
+// so reading the directory is needed only when that fails.
 func removeTree(dir string) error {
+	err := syscall.Rmdir(dir)
+	if err == nil || errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
 	ents, err := os.ReadDir(dir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {
