@@ -68,25 +68,37 @@ func (s *sandbox) writeSpec(spec *specs.Spec) error {
 }
 
 // Prewarm starts, in the background, the work that the first sandbox of
-// runtimeName in this process would otherwise wait for: deriving and
-// marshalling the backend's seccomp profile, building encoding/json's
-// encoders for the OCI spec's types (the first json.Marshal of a spec
-// builds them for the whole type tree, Windows and Solaris included: 0.7-1.8
-// ms on the 2-core development VM, against 10 µs for the next), and
-// finding the cgroup hierarchies. A one-shot process such as `vial run`
-// calls it as soon as it knows the runtime, so that this overlaps its
-// other start-up work; nothing waits for it, and it changes no state but
-// caches.
+// runtimeName in this process would otherwise wait for: marshalling the
+// backend's seccomp profile (once PrewarmSpecs has derived it), and
+// PrewarmSpecs' own work if that has not started. Nothing waits for it,
+// and it changes no state but caches.
 func (e *Engine) Prewarm(runtimeName string) {
 	b, ok := e.backends[runtimeName]
 	if !ok || b.Path == "" {
 		return
 	}
 	go func() {
-		cgroups.Prepare()
+		prewarmSpecs()
 		b.seccompJSON()
-		if s, err := oci.New(); err == nil {
-			oci.Encode(s, nil)
-		}
 	}()
 }
+
+// PrewarmSpecs starts, in the background, the per-process work that
+// preparing any first sandbox would otherwise wait for: building
+// encoding/json's encoders for the OCI spec's types (the first
+// json.Marshal of a spec builds them for the whole type tree, Windows and
+// Solaris included: 0.7-1.8 ms on the 2-core development VM, against 10 µs
+// for the next), deriving vial's default seccomp profile, and finding the
+// cgroup hierarchies. A one-shot process such as `vial run` calls it
+// first thing, so that this overlaps parsing flags, opening the engine,
+// resolving the image and making the sandbox's directories.
+func PrewarmSpecs() { go prewarmSpecs() }
+
+var prewarmSpecs = sync.OnceFunc(func() {
+	cgroups.Prepare()
+	seccomp.Default()
+	// An empty profile is enough to build the encoders of its types.
+	if s, err := oci.New(oci.WithSeccomp(&specs.LinuxSeccomp{})); err == nil {
+		oci.Encode(s, nil)
+	}
+})
