@@ -163,6 +163,7 @@ type report struct {
 	creates              []time.Duration
 	pooled               []time.Duration
 	serveCPU, driverCPU  time.Duration // per warm call
+	serveSwitches        float64       // vial serve's context switches per warm call
 	raw                  []time.Duration
 	cps                  float64
 	cpsCalls, cpsCallers int
@@ -182,6 +183,7 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(tw, "warm run_code(\"1+1\") p99\t%.3f ms\t%.3f ms host REPL\t%.1f×\t\t\n",
 		ms(wp99), ms(hp99), ratio(wp99, hp99))
 	fmt.Fprintf(tw, "CPU per warm call: vial serve + driver\t%.3f ms + %.3f ms\t\t\t\t\n", ms(r.serveCPU), ms(r.driverCPU))
+	fmt.Fprintf(tw, "vial serve context switches per warm call\t%.1f\t\t\t\t\n", r.serveSwitches)
 	cm, rm := median(r.creates), median(r.raw)
 	cr := ratio(cm, rm)
 	fmt.Fprintf(tw, "create_context(python) cold, median\t%.1f ms\t%.1f ms raw %s run\t%.3f×\t≤ %.2f×\t%s\n",
@@ -516,7 +518,9 @@ func benchWarm(s *serve, n int, r *report) error {
 		return err
 	}
 	var serveCPU, driverCPU time.Duration
+	var switches int64
 	for i := 0; i < n; i++ {
+		c0 := threadsSwitches(s.cmd.Process.Pid)
 		s0, d0 := threadsCPU(s.cmd.Process.Pid), groupCPU(sb)
 		start := time.Now()
 		if err := s.onePlusOne(id); err != nil {
@@ -525,6 +529,7 @@ func benchWarm(s *serve, n int, r *report) error {
 		r.warm = append(r.warm, time.Since(start))
 		serveCPU += threadsCPU(s.cmd.Process.Pid) - s0
 		driverCPU += groupCPU(sb) - d0
+		switches += threadsSwitches(s.cmd.Process.Pid) - c0
 		d, err := repl.roundTrip()
 		if err != nil {
 			return err
@@ -532,6 +537,7 @@ func benchWarm(s *serve, n int, r *report) error {
 		r.repl = append(r.repl, d)
 	}
 	r.serveCPU, r.driverCPU = serveCPU/time.Duration(n), driverCPU/time.Duration(n)
+	r.serveSwitches = float64(switches) / float64(n)
 	_, err = s.call("stop_context", map[string]any{"context_id": id})
 	return err
 }
@@ -561,6 +567,27 @@ func threadsCPU(pid int) time.Duration {
 		if f := strings.Fields(string(b)); len(f) > 0 {
 			ns, _ := strconv.ParseInt(f[0], 10, 64)
 			total += time.Duration(ns)
+		}
+	}
+	return total
+}
+
+// threadsSwitches counts the context switches of every thread of process
+// pid so far (voluntary and not): each goroutine hand-off that wakes a
+// parked thread costs at least one.
+func threadsSwitches(pid int) int64 {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var total int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				total += n
+			}
 		}
 	}
 	return total
