@@ -8,12 +8,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/vial-run/vial/internal/lazyre"
 )
 
 // Bounds of image builds: one at a time (a build takes a core and a
@@ -27,7 +28,7 @@ const (
 	MaxBuildLineBytes = 4 << 10
 )
 
-var debPackageRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}$`)
+var debPackageRE = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9.+_-]{0,127}$`)
 
 // build is one image build and its log.
 type build struct {

@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"regexp"
 	"strings"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/vial-run/vial/internal/lazyre"
 )
 
 // nameRE is what an agent ID, a template name, a context ID or an approval
@@ -17,7 +18,7 @@ import (
 // names (letters, digits, _ . and -, starting with a letter or digit, at
 // most 128), which also covers context and approval IDs. Checked before a
 // name reaches anything that may make a path of it.
-var nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+var nameRE = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 // ValidName reports whether s may name an agent, template, context or
 // approval: it matches the pattern above and has no "..".

@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
-	"regexp"
 	"strings"
 
+	"github.com/vial-run/vial/internal/lazyre"
 	"github.com/vial-run/vial/internal/tomltext"
 )
 
@@ -22,11 +22,11 @@ import (
 // A variable set to the empty string is set: ${VAR:default} gives "" (as
 // the seed's os.environ.get("VAR", "default") does).
 
-var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+var envName = lazyre.New(`^[A-Za-z_][A-Za-z0-9_]*$`)
 
 // secretName matches variable names whose values are masked wherever they
 // are shown, whichever source they came from.
-var secretName = regexp.MustCompile(`(?i)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)`)
+var secretName = lazyre.New(`(?i)(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)`)
 
 // vars is what ${...} can refer to.
 type vars struct {

@@ -7,10 +7,11 @@ import (
 	"net"
 	"net/url"
 	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/vial-run/vial/internal/lazyre"
 )
 
 // The schema: what keys each file may hold and what their values must be.
@@ -279,9 +280,9 @@ func mapOf(key func(*checker, string) string, elem *spec) *spec {
 
 var (
 	hostLabel  = `[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?`
-	hostRE     = regexp.MustCompile(`^` + hostLabel + `(\.` + hostLabel + `)*\.?$`)
-	nameRE     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
-	toolNameRE = regexp.MustCompile(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
+	hostRE     = lazyre.New(`^` + hostLabel + `(\.` + hostLabel + `)*\.?$`)
+	nameRE     = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+	toolNameRE = lazyre.New(`^[A-Za-z][A-Za-z0-9_.-]{0,63}$`)
 )
 
 // checkHost accepts a host name, "*.domain", an IP address or a CIDR

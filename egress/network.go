@@ -8,7 +8,6 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"sync"
 
@@ -16,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/vial-run/vial/internal/cleanup"
+	"github.com/vial-run/vial/internal/lazyre"
 )
 
 // Options configure a sandbox's network.
@@ -77,7 +77,7 @@ type Network struct {
 }
 
 // validID matches the ids Open accepts: they become a directory name.
-var validID = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+var validID = lazyre.New(`^[a-z0-9][a-z0-9-]{0,63}$`)
 
 // Open creates a sandbox's network: namespaces S and P pinned under
 // <StateDir>/netns/<id>/, the veth between them, and vial's proxy and DNS

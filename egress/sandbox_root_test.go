@@ -512,17 +512,24 @@ func netnsRefs() map[uint64]string {
 		}
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*")
+	ours := ownProcesses()
 	seenMnt := map[string]bool{}
 	for _, p := range procs {
-		tasks, _ := filepath.Glob(p + "/task/*/ns/net")
-		for _, tk := range tasks {
-			l, _ := os.Readlink(tk)
-			add(l, tk)
-		}
-		fds, _ := filepath.Glob(p + "/fd/*")
-		for _, fd := range fds {
-			l, _ := os.Readlink(fd)
-			add(l, fd)
+		// Threads and descriptors only of this test and what it started:
+		// a namespace's inode number is reused once it is freed, and other
+		// tests running beside this one (runsc makes namespaces of its
+		// own) may hold a new namespace under an old number.
+		if ours[filepath.Base(p)] {
+			tasks, _ := filepath.Glob(p + "/task/*/ns/net")
+			for _, tk := range tasks {
+				l, _ := os.Readlink(tk)
+				add(l, tk)
+			}
+			fds, _ := filepath.Glob(p + "/fd/*")
+			for _, fd := range fds {
+				l, _ := os.Readlink(fd)
+				add(l, fd)
+			}
 		}
 		mnt, _ := os.Readlink(p + "/ns/mnt")
 		if mnt == "" || seenMnt[mnt] {
@@ -538,6 +545,34 @@ func netnsRefs() map[uint64]string {
 		}
 	}
 	return refs
+}
+
+// ownProcesses returns the pids of this process and its descendants.
+func ownProcesses() map[string]bool {
+	parent := map[string]string{}
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, st := range stats {
+		b, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		rest := string(b[bytes.LastIndexByte(b, ')')+1:])
+		if f := strings.Fields(rest); len(f) > 1 {
+			parent[filepath.Base(filepath.Dir(st))] = f[1]
+		}
+	}
+	self := strconv.Itoa(os.Getpid())
+	ours := map[string]bool{self: true}
+	for changed := true; changed; {
+		changed = false
+		for pid, pp := range parent {
+			if ours[pp] && !ours[pid] {
+				ours[pid], changed = true, true
+			}
+		}
+	}
+	return ours
 }
 
 // threadNetns lists the network namespaces of this process's threads

@@ -6,12 +6,13 @@ import (
 	"errors"
 	"math"
 	"reflect"
-	"regexp"
 	"strings"
 	"time"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/vial-run/vial/internal/human"
+	"github.com/vial-run/vial/internal/lazyre"
 	"github.com/vial-run/vial/service"
 )
 
@@ -42,7 +43,7 @@ func decodeArgs(req mcpgo.CallToolRequest, dst any) error {
 	return nil
 }
 
-var unknownField = regexp.MustCompile(`^json: unknown field "(.*)"$`)
+var unknownField = lazyre.New(`^json: unknown field "(.*)"$`)
 
 // argDecodeError rewrites a json decoding error as advice for the model.
 func argDecodeError(err error, dst any) error {
@@ -101,7 +102,7 @@ func argNames(dst any) []string {
 // contextIDPattern is what a context id may look like. Ids come from the
 // model; checking them here gives a clear answer before the engine (which
 // validates again before using one in a path) sees them.
-var contextIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
+var contextIDPattern = lazyre.New(`^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$`)
 
 func checkContextID(id string) error {
 	if id == "" || contextIDPattern.MatchString(id) {

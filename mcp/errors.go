@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"regexp"
 	"strings"
 
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
 
 	"github.com/vial-run/vial/internal/errclass"
 	"github.com/vial-run/vial/internal/human"
+	"github.com/vial-run/vial/internal/lazyre"
 	"github.com/vial-run/vial/service"
 )
 
@@ -76,7 +76,7 @@ func errAttr(err error) slog.Attr { return slog.String("error", err.Error()) }
 
 // hostPath matches absolute paths other than /workspace ones, so engine
 // messages shown to the model never reveal the host's layout.
-var hostPath = regexp.MustCompile(`(^|[\s"'(=:\[,])/[^\s"'():,\]]*`)
+var hostPath = lazyre.New(`(^|[\s"'(=:\[,])/[^\s"'():,\]]*`)
 
 // scrubPaths replaces absolute host paths in msg with "<host path>",
 // keeping paths inside the sandbox's /workspace.

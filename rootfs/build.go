@@ -10,11 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vial-run/vial/internal/lazyre"
 )
 
 // buildScript is build-rootfs.sh (scripts/build-rootfs.sh runs it from the
@@ -62,7 +63,7 @@ type BuildOptions struct {
 	Output io.Writer
 }
 
-var debPackageRE = regexp.MustCompile(`^[a-z0-9][a-z0-9.+-]+$`)
+var debPackageRE = lazyre.New(`^[a-z0-9][a-z0-9.+-]+$`)
 
 // Build builds a Debian image with mmdebstrap (scripts/build-rootfs.sh,
 // embedded) and imports it into the store. It needs root, or unprivileged
@@ -245,7 +246,7 @@ func (t *tailBuffer) Write(p []byte) (int, error) {
 
 func (t *tailBuffer) String() string { return string(t.b) }
 
-var unlocatableRE = regexp.MustCompile(`Unable to locate package ([a-z0-9][a-z0-9.+-]*)`)
+var unlocatableRE = lazyre.New(`Unable to locate package ([a-z0-9][a-z0-9.+-]*)`)
 
 // unlocatable returns the packages apt could not find, in order, once each.
 func unlocatable(out string) []string {

@@ -10,11 +10,12 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/vial-run/vial/internal/lazyre"
 )
 
 // Store is vial's content-addressed image store under <stateDir>/images:
@@ -189,7 +190,7 @@ func writeFileAtomic(name string, data []byte, perm fs.FileMode) error {
 	return nil
 }
 
-var hex64 = regexp.MustCompile(`^[0-9a-f]{64}$`)
+var hex64 = lazyre.New(`^[0-9a-f]{64}$`)
 
 // contentDir returns sha256/<hex> for a "sha256:<hex>" digest, refusing
 // anything else so a digest can never become a path outside the store.
@@ -666,9 +667,9 @@ func (s *Store) commit(st *staging, digest, name string, ref *indexRef) error {
 // nameRE and tagRE follow the OCI distribution spec's reference grammar,
 // with an optional registry host (which may carry a port) first.
 var (
-	componentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
-	hostRE      = regexp.MustCompile(`^[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?$`)
-	tagRE       = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	componentRE = lazyre.New(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+	hostRE      = lazyre.New(`^[a-zA-Z0-9](?:[a-zA-Z0-9.-]*[a-zA-Z0-9])?(?::[0-9]+)?$`)
+	tagRE       = lazyre.New(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
 )
 
 // NormalizeName returns the canonical "repo:tag" form of an image name:

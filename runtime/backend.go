@@ -1,10 +1,13 @@
 package runtime
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os/exec"
 	"strings"
+
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vial-run/vial/runtime/oci"
 )
@@ -29,14 +32,21 @@ type Backend struct {
 	// LogArgs returns the flags that send the runtime's own log to path in
 	// JSON, so its errors are told apart from the program's stderr.
 	LogArgs func(path string) []string
-	// SpecOpts adjust the bundle for this runtime.
+	// SpecOpts adjust the bundle for this runtime. They do not see the
+	// seccomp profile: that is AdjustSeccomp's.
 	SpecOpts []oci.SpecOpt
+	// AdjustSeccomp adjusts this runtime's private copy of vial's default
+	// seccomp profile (seccomp.Default), once per process: the result is
+	// marshalled once and written into every bundle of the runtime. Nil
+	// keeps the default.
+	AdjustSeccomp func(*specs.LinuxSeccomp)
 	// MinPids is the smallest pids limit the runtime tolerates (runsc's
 	// sentry threads count against it).
 	MinPids int64
-	// Wrap adjusts every command before it starts (crun's private mount
-	// namespace on hybrid cgroup hosts). Nil means none.
-	Wrap func(cmd *exec.Cmd)
+	// Start starts every invocation of the runtime CLI in place of
+	// cmd.Start (crun's private mount namespace on hybrid cgroup hosts).
+	// Nil means cmd.Start.
+	Start func(cmd *exec.Cmd) error
 	// Cleanup runs after a container is deleted, with the runtime root.
 	Cleanup func(root string) error
 }
@@ -47,11 +57,28 @@ type Backend struct {
 // an explicit kill and delete.
 func (b *Backend) command(root string, args ...string) *exec.Cmd {
 	full := append([]string{"--root", root}, b.GlobalArgs...)
-	cmd := exec.Command(b.Path, append(full, args...)...)
-	if b.Wrap != nil {
-		b.Wrap(cmd)
+	return exec.Command(b.Path, append(full, args...)...)
+}
+
+// start starts cmd, an invocation of the runtime CLI, as the backend
+// requires (Backend.Start).
+func (b *Backend) start(cmd *exec.Cmd) error {
+	if b.Start != nil {
+		return b.Start(cmd)
 	}
-	return cmd
+	return cmd.Start()
+}
+
+// combinedOutput runs cmd to completion, started as the backend requires,
+// and returns its stdout and stderr together.
+func (b *Backend) combinedOutput(cmd *exec.Cmd) ([]byte, error) {
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := b.start(cmd); err != nil {
+		return nil, err
+	}
+	err := cmd.Wait()
+	return buf.Bytes(), err
 }
 
 // Version runs `<runtime> --version` and returns its first line.
@@ -59,11 +86,7 @@ func (b *Backend) Version(ctx context.Context) (string, error) {
 	if b.Path == "" {
 		return "", fmt.Errorf("%s: %w: not installed (%s)", b.Name, ErrUnavailable, b.Install)
 	}
-	cmd := exec.CommandContext(ctx, b.Path, "--version")
-	if b.Wrap != nil {
-		b.Wrap(cmd)
-	}
-	out, err := cmd.CombinedOutput()
+	out, err := b.combinedOutput(exec.CommandContext(ctx, b.Path, "--version"))
 	if err != nil {
 		return "", fmt.Errorf("running %s --version: %w: %s", b.Name, err, strings.TrimSpace(string(out)))
 	}

@@ -486,14 +486,8 @@ func (c *Context) Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
 		timeout = c.opts.Timeout
 	}
 	start := time.Now()
-	written := make(chan error, 1)
-	go func() {
-		msg := wireMsg{Kind: kindExec, ID: id, Fields: []wireField{{"code", []byte(req.Code)}}}
-		c.write.Lock()
-		_, err := c.t.Stdin().Write(msg.encode())
-		c.write.Unlock()
-		written <- err
-	}()
+	msg := wireMsg{Kind: kindExec, ID: id, Fields: []wireField{{"code", []byte(req.Code)}}}
+	written := c.send(msg.encode())
 
 	w := &waiter{c: c, id: id, start: start}
 	if timeout > 0 {

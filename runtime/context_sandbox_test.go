@@ -73,7 +73,14 @@ func TestContextsInSandboxes(t *testing.T) {
 								}
 							}
 							runContext(t, e, rt, img, drivers, l.lang, func(c *runtime.Context) {
-								for _, cl := range l.calls {
+								for i, cl := range l.calls {
+									if i > 0 {
+										// The health check between calls
+										// leaves the session as it was.
+										if err := c.Ping(t.Context()); err != nil {
+											t.Fatalf("Ping: %v", err)
+										}
+									}
 									res, err := c.Exec(t.Context(), runtime.ExecRequest{Code: cl.code})
 									if err != nil {
 										t.Fatalf("Exec(%q): %v", cl.code, err)

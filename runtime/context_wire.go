@@ -55,6 +55,8 @@ const (
 	kindReady  = "ready"  // driver → vial, once, when the interpreter is up
 	kindExec   = "exec"   // vial → driver: field code
 	kindResult = "result" // driver → vial: the answer to exec with the same id
+	kindPing   = "ping"   // vial → driver: no fields; a health check
+	kindPong   = "pong"   // driver → vial: the answer to ping with the same id, at once
 )
 
 type wireField struct {

@@ -17,21 +17,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strings"
-	"syscall"
 	"time"
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vial-run/vial/cgroups"
 	"github.com/vial-run/vial/internal/cleanup"
+	"github.com/vial-run/vial/internal/lazyre"
 	"github.com/vial-run/vial/internal/rmtree"
 	"github.com/vial-run/vial/rootfs"
 	"github.com/vial-run/vial/runtime/hostuid"
 	"github.com/vial-run/vial/runtime/oci"
 	"github.com/vial-run/vial/runtime/volume"
-	"github.com/vial-run/vial/seccomp"
 )
 
 // Limits are a sandbox's resource limits. A zero field takes the engine's
@@ -195,7 +193,7 @@ type sandboxMeta struct {
 
 // validID matches the identifiers vial generates; anything read back from
 // disk is checked against it before it becomes a path component.
-var validID = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}$`)
+var validID = lazyre.New(`^[a-z0-9][a-z0-9-]{0,63}$`)
 
 // newID names a new sandbox: "v", the state directory's tag, "-" and 40
 // random bits. cgroups live in one host-wide tree (/vial) that several vial
@@ -268,20 +266,18 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 	// rmtree: the directory holds whatever the sandbox wrote (a workspace
 	// it named aside), of any depth.
 	cu.Add(func() error { return rmtree.RemoveAll(s.dir) })
-	lock, err := os.OpenFile(filepath.Join(s.dir, "lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	lock, err := createLock(s.dir, sandboxMeta{ID: s.id, Runtime: b.Name, Created: time.Now(), PID: os.Getpid()})
 	if err != nil {
-		return nil, fmt.Errorf("creating sandbox lock: %w", err)
-	}
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		lock.Close()
-		return nil, fmt.Errorf("locking sandbox: %w", err)
+		return nil, err
 	}
 	s.lock = lock
 	cu.Add(lock.Close)
-	meta, _ := json.Marshal(sandboxMeta{ID: s.id, Runtime: b.Name, Created: time.Now(), PID: os.Getpid()})
-	if err := os.WriteFile(filepath.Join(s.dir, "meta.json"), meta, 0o600); err != nil {
-		return nil, fmt.Errorf("writing sandbox metadata: %w", err)
-	}
+	pg := startGroup(s.id, lim)
+	defer func() {
+		if err != nil {
+			pg.abandon()
+		}
+	}()
 	// The sandbox directory is the bundle: runtimes read only its
 	// config.json, and one directory fewer is one mkdir fewer per start.
 	s.bundle = s.dir
@@ -297,18 +293,20 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 	if err := os.MkdirAll(s.root, 0o700); err != nil {
 		return nil, fmt.Errorf("creating runtime root: %w", err)
 	}
-	s.group, err = cgroups.Create(s.id, cgroups.Limits{CPUs: lim.CPUs, Pids: lim.Pids})
-	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	cu.Add(s.group.Delete)
 	spec, err := e.spec(s, req)
 	if err != nil {
 		return nil, err
 	}
-	if err := oci.Write(s.bundle, spec); err != nil {
+	if err := s.writeSpec(spec); err != nil {
 		return nil, err
 	}
+	s.group, err = pg.wait()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	// Removing the group overlaps removing the directory (destroy has
+	// killed what was left in it first).
+	cu.AddAsync(s.group.Delete)
 	s.logPath = filepath.Join(s.dir, "runtime.log")
 	s.teardown = cu.Release()
 	return s, nil
@@ -316,10 +314,6 @@ func (e *Engine) prepare(runtimeName string, req *Request) (_ *sandbox, err erro
 
 // spec builds the bundle's config.json for s.
 func (e *Engine) spec(s *sandbox, req *Request) (*specs.Spec, error) {
-	prof, err := seccomp.Default()
-	if err != nil {
-		return nil, err
-	}
 	cwd := req.Cwd
 	if cwd == "" {
 		cwd = "/workspace"
@@ -335,7 +329,6 @@ func (e *Engine) spec(s *sandbox, req *Request) (*specs.Spec, error) {
 		oci.WithRlimit("RLIMIT_FSIZE", uint64(s.limits.DiskBytes), uint64(s.limits.DiskBytes)),
 		oci.WithResources(cgroups.Resources(cgroups.Limits{MemoryBytes: s.limits.MemoryBytes, CPUs: s.limits.CPUs, Pids: s.limits.Pids})),
 		oci.WithCgroupsPath(cgroups.LeafPath(s.id)),
-		oci.WithSeccomp(seccomp.Clone(prof)),
 		oci.WithAnnotation("dev.vial.sandbox", s.id),
 	}
 	for _, bnd := range req.Image.Binds {
@@ -447,7 +440,7 @@ func (e *Engine) destroy(s *sandbox, containerMayExist bool) error {
 func (e *Engine) forceDelete(ctx context.Context, b *Backend, root, id string) error {
 	killContainer(ctx, b, root, id)
 	del := b.command(root, "delete", "--force", id)
-	out, err := runWithContext(ctx, del)
+	out, err := runWithContext(ctx, b, del)
 	if err != nil && !notExist(out) {
 		return commandError(b, "delete "+id, err, lastLine(out))
 	}
@@ -470,17 +463,18 @@ const killTimeout = 2 * time.Second
 func killContainer(ctx context.Context, b *Backend, root, id string) {
 	ctx, cancel := context.WithTimeout(ctx, killTimeout)
 	defer cancel()
-	runWithContext(ctx, b.command(root, "kill", id, "KILL"))
+	runWithContext(ctx, b, b.command(root, "kill", id, "KILL"))
 }
 
-// runWithContext runs cmd, killing the CLI if ctx ends, and returns its
-// combined output. A CLI whose children keep its output open cannot hold
-// the caller beyond a second after it exits or is killed.
-func runWithContext(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
+// runWithContext runs cmd, an invocation of b's CLI, killing it if ctx
+// ends, and returns its combined output. A CLI whose children keep its
+// output open cannot hold the caller beyond a second after it exits or is
+// killed.
+func runWithContext(ctx context.Context, b *Backend, cmd *exec.Cmd) ([]byte, error) {
 	var buf strings.Builder
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	cmd.WaitDelay = time.Second
-	if err := cmd.Start(); err != nil {
+	if err := b.start(cmd); err != nil {
 		return nil, err
 	}
 	done := make(chan error, 1)
@@ -530,6 +524,7 @@ type Bundle struct {
 	ID, Dir, RuntimeRoot string
 	e                    *Engine
 	s                    *sandbox
+	ran                  bool // RunRaw's runtime exited by itself: it deleted the container
 }
 
 // PrepareBundle does everything Run does before starting the runtime and
@@ -543,8 +538,12 @@ func (e *Engine) PrepareBundle(runtimeName string, req Request) (*Bundle, error)
 }
 
 // Command returns the runtime invocation for args on this bundle's
-// runtime root, wrapped as the backend requires.
+// runtime root; start it with Start.
 func (b *Bundle) Command(args ...string) *exec.Cmd { return b.s.runCommand(args...) }
+
+// Start starts cmd, from Command, as the backend requires (crun's private
+// mount namespace on a hybrid cgroup host).
+func (b *Bundle) Start(cmd *exec.Cmd) error { return b.s.backend.start(cmd) }
 
 // RunRaw runs the bundle with the runtime's own `run`, as a user of the
 // raw runtime would, and times the runtime process alone: the baseline
@@ -552,9 +551,12 @@ func (b *Bundle) Command(args ...string) *exec.Cmd { return b.s.runCommand(args.
 func (b *Bundle) RunRaw() (time.Duration, []byte, error) {
 	cmd := b.Command("run", "--bundle", b.Dir, b.ID)
 	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	return time.Since(start), out, err
+	out, err := b.s.backend.combinedOutput(cmd)
+	d := time.Since(start)
+	b.ran = err == nil
+	return d, out, err
 }
 
-// Close deletes the container if it still exists and removes everything.
-func (b *Bundle) Close() error { return b.e.destroy(b.s, true) }
+// Close deletes the container if it may still exist and removes
+// everything.
+func (b *Bundle) Close() error { return b.e.destroy(b.s, !b.ran) }

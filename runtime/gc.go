@@ -2,7 +2,6 @@ package runtime
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -124,7 +123,7 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (rep GCReport, err e
 		if _, err := os.Stat(root); err != nil {
 			continue
 		}
-		out, err := runWithContext(ctx, b.command(root, "list", "--quiet"))
+		out, err := runWithContext(ctx, b, b.command(root, "list", "--quiet"))
 		if err != nil {
 			continue
 		}
@@ -148,7 +147,7 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (rep GCReport, err e
 	// gone — its removal failed — carries our tag).
 	ids, _ := cgroups.List()
 	for _, id := range ids {
-		if live[id] || !validID.MatchString(id) || !e.Owns(id) {
+		if live[id] || !validID.MatchString(id) || !e.Owns(id) || e.bornSince(dir, id) {
 			continue
 		}
 		if g, err := cgroups.Load(id); err == nil {
@@ -182,6 +181,23 @@ func (e *Engine) gc(ctx context.Context, listRuntimes bool) (rep GCReport, err e
 		}
 	}
 	return rep, nil
+}
+
+// bornSince reports whether sandbox id, whose cgroup gc found without a
+// live sandbox directory when it listed them, has a live one now: a vial
+// process (this one, or another on the state directory) created and
+// locked it after gc read the directory. A sandbox's directory is locked
+// before its cgroup is created, so a cgroup whose directory is missing
+// now is a stray one. Without this check gc could remove the cgroup of a
+// sandbox being prepared beside it (start-up recovery runs beside `vial
+// run`'s own sandbox).
+func (e *Engine) bornSince(sandboxes, id string) bool {
+	sdir := filepath.Join(sandboxes, id)
+	if _, err := os.Stat(sdir); err != nil {
+		return false
+	}
+	dead, err := OwnerDead(sdir)
+	return err != nil || !dead
 }
 
 // OwnerDead is vial's one rule for telling leftovers from live state: a
@@ -228,10 +244,7 @@ func (e *Engine) AddCollector(c Collector) { e.collectors = append(e.collectors,
 // collect tears down one orphaned sandbox.
 func (e *Engine) collect(ctx context.Context, id, sdir string, rep *GCReport) error {
 	var errs []error
-	var meta sandboxMeta
-	if data, err := os.ReadFile(filepath.Join(sdir, "meta.json")); err == nil {
-		json.Unmarshal(data, &meta)
-	}
+	meta := readMeta(sdir)
 	if b, ok := e.backends[meta.Runtime]; ok && b.Path != "" {
 		root := e.runtimeRoot(b)
 		if err := e.forceDelete(ctx, b, root, id); err != nil {
@@ -321,10 +334,7 @@ func (e *Engine) List() ([]SandboxInfo, error) {
 			continue
 		}
 		sdir := filepath.Join(dir, ent.Name())
-		var meta sandboxMeta
-		if data, err := os.ReadFile(filepath.Join(sdir, "meta.json")); err == nil {
-			json.Unmarshal(data, &meta)
-		}
+		meta := readMeta(sdir)
 		orphan, _ := OwnerDead(sdir)
 		out = append(out, SandboxInfo{ID: ent.Name(), Runtime: meta.Runtime, Created: meta.Created, PID: meta.PID, Orphan: orphan})
 	}

@@ -36,7 +36,7 @@ func (e *Engine) Run(ctx context.Context, runtimeName string, req Request) (res 
 	cmd.Stdout = writerOnly{orDiscard(req.Stdout)}
 	cmd.Stderr = writerOnly{orDiscard(req.Stderr)}
 	cmd.WaitDelay = stopGrace
-	if err := cmd.Start(); err != nil {
+	if err := s.backend.start(cmd); err != nil {
 		e.destroy(s, false)
 		return Result{}, commandError(s.backend, "run", err, "")
 	}
@@ -70,7 +70,7 @@ func (e *Engine) Run(ctx context.Context, runtimeName string, req Request) (res 
 	if res.ExitCode > 128 && res.ExitCode <= 128+64 {
 		res.Signal = unix.SignalName(unixSignal(res.ExitCode - 128))
 	}
-	if st, err := s.group.Stats(); err == nil {
+	if st, err := s.group.Usage(); err == nil {
 		res.CPU, res.PeakMemory = st.CPU, st.PeakMemory
 		res.OOMKilled = !res.TimedOut && res.ExitCode != 0 && cgroups.OOMKilled(st, s.limits.MemoryBytes)
 	}

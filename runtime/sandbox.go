@@ -35,6 +35,7 @@ type Sandbox struct {
 	done   chan struct{}
 	once   sync.Once
 	err    error
+	peak   *cgroups.PeakReader
 }
 
 // Start starts req in a new sandbox and returns at once; the program's
@@ -79,7 +80,7 @@ func (e *Engine) Start(ctx context.Context, runtimeName string, req Request) (_ 
 	cmd := s.runCommand(args...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	done := make(chan error, 1)
-	if err := cmd.Start(); err != nil {
+	if err := s.backend.start(cmd); err != nil {
 		return nil, commandError(s.backend, "run", err, "")
 	}
 	go func() { done <- cmd.Wait() }()
@@ -97,7 +98,8 @@ func (e *Engine) Start(ctx context.Context, runtimeName string, req Request) (_ 
 	inR.Close()
 	outW.Close()
 	errW.Close()
-	sb := &Sandbox{ID: s.id, Workspace: s.workspace, e: e, s: s, stdin: inW, stdout: outR, stderr: errR, done: make(chan struct{})}
+	sb := &Sandbox{ID: s.id, Workspace: s.workspace, e: e, s: s, stdin: inW, stdout: outR, stderr: errR, done: make(chan struct{}),
+		peak: cgroups.NewPeakReader(s.id)}
 	pid, err := readPID(pidFile)
 	if err != nil {
 		return nil, err
@@ -151,7 +153,7 @@ func (sb *Sandbox) Done() <-chan struct{} { return sb.done }
 // Signal delivers sig to the init process through the runtime.
 func (sb *Sandbox) Signal(ctx context.Context, sig syscall.Signal) error {
 	cmd := sb.s.backend.command(sb.s.root, "kill", sb.ID, strconv.Itoa(int(sig)))
-	out, err := runWithContext(ctx, cmd)
+	out, err := runWithContext(ctx, sb.s.backend, cmd)
 	if err != nil {
 		return commandError(sb.s.backend, "kill", err, lastLine(out))
 	}
@@ -192,6 +194,7 @@ func (sb *Sandbox) Limits() Limits { return sb.s.limits }
 // call more than once.
 func (sb *Sandbox) Close() error {
 	sb.once.Do(func() {
+		sb.peak.Close()
 		sb.stdin.Close()
 		sb.err = sb.e.destroy(sb.s, true)
 		sb.stdout.Close()

@@ -69,7 +69,13 @@ func (s *Service) check(ctx context.Context, env Environment) EnvHealth {
 		return h
 	}
 	defer c.Close()
-	res, err := c.Exec(ctx, runtime.ExecRequest{Code: ping[Python], Timeout: 10 * time.Second})
+	// The driver's ping (what the pool's periodic check uses), then a
+	// no-op through the interpreter itself: the image can run code.
+	err = c.Ping(ctx)
+	var res runtime.ExecResult
+	if err == nil {
+		res, err = c.Exec(ctx, runtime.ExecRequest{Code: "pass", Timeout: 10 * time.Second})
+	}
 	switch {
 	case err != nil:
 		h.Err = err

@@ -3,12 +3,12 @@ package service
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/containerd/errdefs"
 
 	"github.com/vial-run/vial/internal/human"
+	"github.com/vial-run/vial/internal/lazyre"
 	"github.com/vial-run/vial/policy"
 )
 
@@ -61,7 +61,7 @@ func sandboxEnv(lists ...[]string) []string {
 // packageName is what install_package accepts: a requirement such as
 // "requests", "numpy==1.26.4", "pandas>=2" or "@scope/pkg@1.2" — never an
 // option (a leading "-") or anything a shell would read.
-var packageName = regexp.MustCompile(`^[A-Za-z0-9@_][A-Za-z0-9._/@-]*(\[[A-Za-z0-9_,.-]+\])?([=<>~!]=?[A-Za-z0-9.*+!-]+(,[=<>~!]=?[A-Za-z0-9.*+!-]+)*)?$`)
+var packageName = lazyre.New(`^[A-Za-z0-9@_][A-Za-z0-9._/@-]*(\[[A-Za-z0-9_,.-]+\])?([=<>~!]=?[A-Za-z0-9.*+!-]+(,[=<>~!]=?[A-Za-z0-9.*+!-]+)*)?$`)
 
 // InstallRequest installs a package for a session.
 type InstallRequest struct {

@@ -358,11 +358,14 @@ func (p *pool) keeper() {
 	}
 }
 
-// ping is a round trip through a driver that changes nothing.
-var ping = map[Language]string{Python: "pass", JavaScript: "undefined", Bash: ":"}
+// pingTimeout bounds one member's health check: a driver answers a ping
+// at once (a round trip of well under a millisecond), so one that has not
+// answered in this long is hung.
+const pingTimeout = 5 * time.Second
 
-// check pings every warm member; dead, unhealthy and old ones are closed
-// and their kinds refilled.
+// check pings every warm member through its driver's protocol (a ping the
+// driver answers without touching the interpreter, and that reads no
+// usage); dead, hung and old ones are closed and their kinds refilled.
 func (p *pool) check() {
 	p.mu.Lock()
 	all := p.warm
@@ -375,10 +378,10 @@ func (p *pool) check() {
 				p.discard(m, "it reached the pool lifetime")
 				continue
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			res, err := m.c.Exec(ctx, runtime.ExecRequest{Code: ping[k.lang], Timeout: 5 * time.Second})
+			ctx, cancel := context.WithTimeout(context.Background(), min(pingTimeout, p.opts.HealthInterval))
+			err := m.c.Ping(ctx)
 			cancel()
-			if err != nil || res.Dead || res.TimedOut {
+			if err != nil {
 				p.svc.log.Warn("replacing an unhealthy warm sandbox", "pool", k.String(), "context", m.c.ID(), "error", err)
 				p.discard(m, "it failed its health check")
 				continue

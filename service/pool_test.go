@@ -156,3 +156,17 @@ func TestResultCache(t *testing.T) {
 		}
 	}
 }
+
+// A warm sandbox whose driver hangs (its process alive, no answer) fails
+// the driver's ping and is replaced.
+func TestPoolReplacesHungMembers(t *testing.T) {
+	t.Parallel()
+	svc, p := newService(t, service.Options{Pool: service.PoolOptions{Size: 1, HealthInterval: 100 * time.Millisecond}})
+	_ = svc
+	waitFor(t, "the pool to fill", func() bool { return p.Live() == 2 })
+	first := p.Started.Load()
+	for _, sb := range p.Sandboxes() {
+		sb.Hang()
+	}
+	waitFor(t, "the hung to be replaced", func() bool { return p.Started.Load() >= first+2 && p.Live() == 2 })
+}

@@ -13,7 +13,6 @@ import (
 	"maps"
 	"os"
 	"path"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/vial-run/vial/api"
 	"github.com/vial-run/vial/config"
+	"github.com/vial-run/vial/internal/lazyre"
 )
 
 // configAPI serves the layered configuration of one directory to the REST
@@ -90,7 +90,7 @@ type recordingFS struct {
 	rec *recorder
 }
 
-var dotenvLine = regexp.MustCompile(`^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=\s*(.*?)\s*$`)
+var dotenvLine = lazyre.New(`^\s*(?:export\s+)?[A-Za-z_][A-Za-z0-9_]*\s*=\s*(.*?)\s*$`)
 
 func (r recordingFS) ReadFile(name string) ([]byte, error) {
 	b, err := fs.ReadFile(r.FS, name)
@@ -337,7 +337,7 @@ func sectionRank(key string) int {
 	return len(sections)
 }
 
-var bareTOMLKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+var bareTOMLKey = lazyre.New(`^[A-Za-z0-9_-]+$`)
 
 // flatten lists the leaves of a tree by dotted key, quoting parts that are
 // not bare as the configuration's provenance does; an empty table is a

@@ -56,7 +56,7 @@ func cmdDoctor(ctx context.Context, g *globals, args []string) int {
 		}
 		found++
 		detail := b.Path + ": " + v
-		if b.Wrap != nil {
+		if b.Start != nil {
 			detail += " (started in a private mount namespace: hybrid cgroup host)"
 		}
 		check(b.Name, true, detail, "")

@@ -15,10 +15,6 @@ import (
 	"github.com/vial-run/vial/runtime/runsc"
 )
 
-func init() {
-	hiddenEntry[crun.ShimArg] = crun.ShimMain
-}
-
 // backends is the one place that knows every runtime vial can drive.
 func backends() []*runtime.Backend {
 	return []*runtime.Backend{runc.New(), crun.New(), runsc.New()}
@@ -44,6 +40,29 @@ func openEngine(ctx context.Context, g *globals, recover bool) (*runtime.Engine,
 		e.Recover(ctx)
 	}
 	return e, nil
+}
+
+// openEngineRecovering opens the engine like openEngine and runs start-up
+// recovery beside the caller's own work rather than before it (vial run:
+// it costs about half a millisecond on the 2-core development VM, most of
+// it listing cgroups, and the sandbox's runtime takes tens). That is safe:
+// a sandbox's directory is locked before anything else of it exists, and
+// gc re-checks a cgroup's directory before removing it. wait returns when
+// recovery is done; the caller waits before it exits, so that recovery is
+// never cut off half-way.
+func openEngineRecovering(ctx context.Context, g *globals) (e *runtime.Engine, wait func(), err error) {
+	e, err = openEngine(ctx, g, false)
+	if err != nil {
+		return nil, nil, err
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		// Not cancelled with the command: recovery finishes what it
+		// started.
+		e.Recover(context.WithoutCancel(ctx))
+	}()
+	return e, func() { <-done }, nil
 }
 
 // resolveImage maps an --image value onto an image: "host", an absolute

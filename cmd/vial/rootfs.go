@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +16,7 @@ import (
 	"github.com/containerd/errdefs"
 
 	"github.com/vial-run/vial/config"
+	"github.com/vial-run/vial/internal/lazyre"
 	"github.com/vial-run/vial/rootfs"
 )
 
@@ -421,7 +421,7 @@ func orNone(l []string) string {
 	return strings.Join(l, ", ")
 }
 
-var pythonTagRE = regexp.MustCompile(`^(3\.[0-9]+)(?:[.-]|$)`)
+var pythonTagRE = lazyre.New(`^(3\.[0-9]+)(?:[.-]|$)`)
 
 // pythonVersionMismatch warns when a python image's tag names a Python
 // version ("python:3.12-slim") other than the one Debian bookworm ships.

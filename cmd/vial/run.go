@@ -47,6 +47,8 @@ func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
 
 func cmdRun(ctx context.Context, g *globals, args []string) int {
+	// First uses that preparing the sandbox would otherwise wait for.
+	runtime.PrewarmSpecs()
 	fs := newFlagSet(g, "vial run")
 	rt := fs.String("runtime", "runc", "OCI runtime: runc, crun or runsc")
 	image := fs.String("image", "host", "image: host, an absolute directory, or a stored image name")
@@ -109,13 +111,15 @@ func cmdRun(ctx context.Context, g *globals, args []string) int {
 			return fail(g, err)
 		}
 	}
-	e, err := openEngine(ctx, g, true)
+	e, recovered, err := openEngineRecovering(ctx, g)
 	if err != nil {
 		return fail(g, err)
 	}
+	defer recovered()
 	if _, err := e.Backend(*rt); err != nil {
 		return fail(g, err)
 	}
+	e.Prewarm(*rt)
 	img, err := resolveImage(e.StateDir(), *image)
 	if err != nil {
 		return fail(g, err)

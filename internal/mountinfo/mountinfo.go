@@ -1,5 +1,5 @@
 // Package mountinfo reads this process's mount table
-// (/proc/self/mountinfo): the one parser of it that the runtime, the
+// (/proc/thread-self/mountinfo): the one parser of it that the runtime, the
 // workspace volumes and the network namespaces share.
 package mountinfo
 
@@ -17,9 +17,17 @@ type Mount struct {
 	Point, FSType, Source string
 }
 
+// Table is the mount table of the calling thread. Not /proc/self's, which
+// is the main thread's: a thread that unshares its mount namespace and is
+// never unlocked (the crun backend starts crun from one) leaves the main
+// thread in that private namespace for good if Go happened to run it there,
+// and every mount made afterwards would be missing from /proc/self's view.
+// A thread running ordinary goroutines is always in the process's own.
+const Table = "/proc/thread-self/mountinfo"
+
 // Read returns the mount table.
 func Read() ([]Mount, error) {
-	data, err := os.ReadFile("/proc/self/mountinfo")
+	data, err := os.ReadFile(Table)
 	if err != nil {
 		return nil, fmt.Errorf("reading mount table: %w", err)
 	}

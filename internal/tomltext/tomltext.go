@@ -5,13 +5,14 @@ package tomltext
 
 import (
 	"fmt"
-	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/vial-run/vial/internal/lazyre"
 )
 
 // BareKey matches a key that needs no quotes.
-var BareKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+var BareKey = lazyre.New(`^[A-Za-z0-9_-]+$`)
 
 // Key writes one part of a dotted key, quoted unless it is bare.
 func Key(k string) string {

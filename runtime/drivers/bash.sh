@@ -365,6 +365,11 @@ __vial_atexit() {
 builtin printf 'vial1 ready 0\nlanguage 4\nbash\nversion %d\n%s\nend\n' "${#BASH_VERSION}" "$BASH_VERSION" >&4
 
 while __vial_readmsg; do
+	if [[ $__vial_kind == ping ]]; then
+		# A health check: answered at once, the session untouched.
+		builtin printf 'vial1 pong %s\nend\n' "$__vial_id" >&4
+		continue
+	fi
 	if [[ $__vial_kind != exec ]]; then
 		builtin printf 'vial1 result %s\n' "$__vial_id" >&4
 		__vial_field error_name ProtocolError

@@ -212,6 +212,11 @@ function parent() {
   // Requests arrive one at a time; a queue keeps them in order anyway.
   let queue = Promise.resolve();
   async function handle(kind, id, fields) {
+    if (kind === 'ping') {
+      // A health check: answered at once, the session untouched.
+      send('pong', id, []);
+      return;
+    }
     if (kind !== 'exec') {
       send('result', id, [['error_name', 'ProtocolError'], ['error_message', `unknown request ${kind}`], ['exit_status', 1]]);
       return;

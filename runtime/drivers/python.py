@@ -845,6 +845,10 @@ def main():
         if msg is None:
             return
         kind, mid, fields = msg
+        if kind == "ping":
+            # A health check: answered at once, the session untouched.
+            send("pong", mid, [])
+            continue
         if kind != "exec":
             send("result", mid, [("error_name", "ProtocolError"),
                                  ("error_message", "unknown request %r" % kind),

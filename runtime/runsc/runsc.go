@@ -17,7 +17,6 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/vial-run/vial/runtime"
-	"github.com/vial-run/vial/runtime/oci"
 )
 
 // Version is the gVisor release vial is tested with. Later builds may need
@@ -44,9 +43,9 @@ func New() *runtime.Backend {
 		LogArgs:     func(p string) []string { return []string{"--log", p, "--log-format", "json"} },
 		// Below ~1024 a fork storm exhausts the sentry's own threads and
 		// the whole sandbox dies instead of fork failing.
-		MinPids:  1024,
-		Cleanup:  cleanup,
-		SpecOpts: []oci.SpecOpt{allowClone3},
+		MinPids:       1024,
+		Cleanup:       cleanup,
+		AdjustSeccomp: allowClone3,
 	}
 }
 
@@ -74,15 +73,11 @@ func cleanup(root string) error {
 // back, and no program can start a thread. Under gVisor clone3 reaches
 // the sentry's kernel, not the host's, and the sentry refuses namespace
 // flags to a process without capabilities, so allowing it is safe.
-func allowClone3(s *specs.Spec) error {
-	if s.Linux == nil || s.Linux.Seccomp == nil {
-		return nil
-	}
-	for i, r := range s.Linux.Seccomp.Syscalls {
+func allowClone3(p *specs.LinuxSeccomp) {
+	for i, r := range p.Syscalls {
 		if slices.Equal(r.Names, []string{"clone3"}) && r.Action == specs.ActErrno {
-			s.Linux.Seccomp.Syscalls[i].Action = specs.ActAllow
-			s.Linux.Seccomp.Syscalls[i].ErrnoRet = nil
+			p.Syscalls[i].Action = specs.ActAllow
+			p.Syscalls[i].ErrnoRet = nil
 		}
 	}
-	return nil
 }

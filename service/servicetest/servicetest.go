@@ -182,6 +182,7 @@ type Sandbox struct {
 	done   chan struct{}
 	once   sync.Once
 	oom    atomic.Bool
+	hung   atomic.Bool
 	closed sync.Once
 	vars   map[string]string
 }
@@ -245,6 +246,10 @@ func (s *Sandbox) Close() error {
 // would.
 func (s *Sandbox) Kill() { s.exit() }
 
+// Hang makes the driver stop answering while its process lives on, as a
+// driver stuck in a system call or a frozen sandbox would.
+func (s *Sandbox) Hang() { s.hung.Store(true) }
+
 // exit ends the driver's process: its output ends and Done closes.
 func (s *Sandbox) exit() {
 	s.once.Do(func() {
@@ -281,9 +286,19 @@ func (s *Sandbox) run() {
 	}
 	br := bufio.NewReader(s.inR)
 	for {
-		id, code, err := readExec(br)
+		kind, id, code, err := readMsg(br)
 		if err != nil {
 			return
+		}
+		if s.hung.Load() {
+			// Takes requests in, answers nothing.
+			continue
+		}
+		if kind == "ping" {
+			if s.send("pong", id) != nil {
+				return
+			}
+			continue
 		}
 		// An interrupt that arrived between calls is stale.
 		select {
@@ -300,38 +315,39 @@ func (s *Sandbox) run() {
 	}
 }
 
-// readExec reads one exec message and returns its id and code.
-func readExec(br *bufio.Reader) (uint64, string, error) {
+// readMsg reads one exec or ping message and returns its kind, id and
+// code.
+func readMsg(br *bufio.Reader) (string, uint64, string, error) {
 	line, err := br.ReadString('\n')
 	if err != nil {
-		return 0, "", err
+		return "", 0, "", err
 	}
 	hdr := strings.Fields(line)
-	if len(hdr) != 3 || hdr[0] != "vial1" || hdr[1] != "exec" {
-		return 0, "", fmt.Errorf("bad header %q", line)
+	if len(hdr) != 3 || hdr[0] != "vial1" || (hdr[1] != "exec" && hdr[1] != "ping") {
+		return "", 0, "", fmt.Errorf("bad header %q", line)
 	}
 	id, err := strconv.ParseUint(hdr[2], 10, 64)
 	if err != nil {
-		return 0, "", err
+		return "", 0, "", err
 	}
 	var code string
 	for {
 		line, err := br.ReadString('\n')
 		if err != nil {
-			return 0, "", err
+			return "", 0, "", err
 		}
 		line = strings.TrimSuffix(line, "\n")
 		if line == "end" {
-			return id, code, nil
+			return hdr[1], id, code, nil
 		}
 		name, size, _ := strings.Cut(line, " ")
 		n, err := strconv.Atoi(size)
 		if err != nil || n < 0 {
-			return 0, "", fmt.Errorf("bad field %q", line)
+			return "", 0, "", fmt.Errorf("bad field %q", line)
 		}
 		data := make([]byte, n+1)
 		if _, err := io.ReadFull(br, data); err != nil {
-			return 0, "", err
+			return "", 0, "", err
 		}
 		if name == "code" {
 			code = string(data[:n])

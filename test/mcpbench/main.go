@@ -11,9 +11,16 @@
 //     p99, beside a bare host Python (/usr/bin/python3) driven over a pipe
 //     with the same one-line-in, one-answer-out loop, interleaved call by
 //     call so that load from other processes hits both alike;
-//   - create_context("python") (median), beside the raw runtime's cold
-//     `<runtime> run` of python3 -c 'print(1)' on a bundle vial's own
-//     engine prepared (the same code `vial bench` times), interleaved;
+//   - the server's and the driver's CPU per warm call: vial serve's own
+//     threads (schedstat) and the context's sandbox cgroup, over the same
+//     calls;
+//   - create_context("python") cold (--pool-size 0, median), beside the
+//     raw runtime's cold `<runtime> run` of python3 -c 'print(1)' on a
+//     bundle vial's own engine prepared (the same code `vial bench`
+//     times), interleaved;
+//   - create_context("python") from the warm pool (a second vial serve,
+//     --pool-size 3), p50, each call made once the pool has a warm
+//     sandbox again, against the same raw cold run;
 //   - calls per second with concurrent callers spread over 4 contexts;
 //   - host memory per idle Python context (see measureIdleMemory).
 //
@@ -26,6 +33,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -54,10 +62,11 @@ import (
 	"github.com/vial-run/vial/runtime/runsc"
 )
 
-// Targets from issue 3.
+// Targets from issues 3 and 13.
 const (
 	targetWarmP50      = 2 * time.Millisecond
 	targetCreateRatio  = 1.15
+	targetPooledP50    = 5 * time.Millisecond
 	targetIdleMemory   = 15 << 20
 	targetMemoryOnlyOn = "runc"
 )
@@ -72,6 +81,8 @@ type options struct {
 	image     string
 	calls     int
 	creates   int
+	pooled    int
+	poolSize  int
 	idle      int
 	cpsCalls  int
 	cpsWorker int
@@ -80,16 +91,14 @@ type options struct {
 }
 
 func main() {
-	if len(os.Args) > 1 && os.Args[1] == crun.ShimArg {
-		// The crun backend re-executes this program as its mount shim.
-		os.Exit(crun.ShimMain(os.Args[2:]))
-	}
 	var o options
 	rts := flag.String("runtimes", "runc,runsc", "comma-separated runtimes to measure")
 	flag.StringVar(&o.vial, "vial", "bin/vial", "the vial binary to measure")
 	flag.StringVar(&o.image, "image", "host", "image of the contexts (vial serve --image)")
 	flag.IntVar(&o.calls, "calls", 500, "warm run_code calls (and host REPL round trips) measured")
-	flag.IntVar(&o.creates, "creates", 20, "create_context calls (and raw cold runs) measured")
+	flag.IntVar(&o.creates, "creates", 20, "cold create_context calls (and raw cold runs) measured")
+	flag.IntVar(&o.pooled, "pooled", 20, "create_context calls from the warm pool measured")
+	flag.IntVar(&o.poolSize, "pool-size", 3, "pool size of the vial serve that measures pooled create_context")
 	flag.IntVar(&o.idle, "idle", 10, "idle contexts created for the memory figure")
 	flag.IntVar(&o.cpsCalls, "cps-calls", 1000, "calls in the 4-context throughput run")
 	flag.IntVar(&o.cpsWorker, "cps-callers", 8, "concurrent callers in the throughput run")
@@ -152,6 +161,9 @@ type report struct {
 	warm                 []time.Duration
 	repl                 []time.Duration
 	creates              []time.Duration
+	pooled               []time.Duration
+	serveCPU, driverCPU  time.Duration // per warm call
+	serveSwitches        float64       // vial serve's context switches per warm call
 	raw                  []time.Duration
 	cps                  float64
 	cpsCalls, cpsCallers int
@@ -170,10 +182,17 @@ func (r *report) print(w io.Writer) {
 		ms(wp50), ms(hp50), ratio(wp50, hp50), targetWarmP50, met(wp50 < targetWarmP50))
 	fmt.Fprintf(tw, "warm run_code(\"1+1\") p99\t%.3f ms\t%.3f ms host REPL\t%.1f×\t\t\n",
 		ms(wp99), ms(hp99), ratio(wp99, hp99))
+	fmt.Fprintf(tw, "CPU per warm call: vial serve + driver\t%.3f ms + %.3f ms\t\t\t\t\n", ms(r.serveCPU), ms(r.driverCPU))
+	fmt.Fprintf(tw, "vial serve context switches per warm call\t%.1f\t\t\t\t\n", r.serveSwitches)
 	cm, rm := median(r.creates), median(r.raw)
 	cr := ratio(cm, rm)
-	fmt.Fprintf(tw, "create_context(python) median\t%.1f ms\t%.1f ms raw %s run\t%.3f×\t≤ %.2f×\t%s\n",
+	fmt.Fprintf(tw, "create_context(python) cold, median\t%.1f ms\t%.1f ms raw %s run\t%.3f×\t≤ %.2f×\t%s\n",
 		ms(cm), ms(rm), r.runtime, cr, targetCreateRatio, met(cr <= targetCreateRatio))
+	if len(r.pooled) > 0 {
+		pm := percentile(r.pooled, 50)
+		fmt.Fprintf(tw, "create_context(python) pooled, p50\t%.2f ms\t%.1f ms raw %s run\t%.3f×\t< %v\t%s\n",
+			ms(pm), ms(rm), r.runtime, ratio(pm, rm), targetPooledP50, met(pm < targetPooledP50))
+	}
 	fmt.Fprintf(tw, "calls/s, %d callers on 4 contexts\t%.0f/s\t%.0f/s one caller (1/p50)\t%.1f×\t\t\n",
 		r.cpsCallers, r.cps, 1/wp50.Seconds(), r.cps*wp50.Seconds())
 	mtarget, mmet := fmt.Sprintf("≤ %d MiB", targetIdleMemory>>20), met(r.mem.perContext <= targetIdleMemory)
@@ -183,8 +202,9 @@ func (r *report) print(w io.Writer) {
 	fmt.Fprintf(tw, "host memory per idle python context\t%.1f MiB\t\t\t%s\t%s\n", mib(r.mem.perContext), mtarget, mmet)
 	tw.Flush()
 	m := r.mem
-	fmt.Fprintf(w, "  %d warm calls interleaved with %d host REPL round trips; create_context and raw cold runs: %d each, interleaved;\n",
+	fmt.Fprintf(w, "  %d warm calls interleaved with %d host REPL round trips; cold create_context and raw cold runs: %d each, interleaved;\n",
 		r.calls, r.calls, len(r.creates))
+	fmt.Fprintf(w, "  pooled create_context: %d, each once the pool had a warm sandbox again (a vial serve of its own);\n", len(r.pooled))
 	fmt.Fprintf(w, "  throughput: %d calls in %.2f s; memory of %d idle contexts: sandbox cgroups %.1f MiB (working set; rss %.1f MiB),\n",
 		r.cpsCalls, r.cpsElapsed.Seconds(), m.n, mib(m.cgroupWS), mib(m.cgroupRSS))
 	fmt.Fprintf(w, "  host-side processes outside the cgroups %.1f MiB PSS (%d processes), vial serve growth %.1f MiB PSS\n",
@@ -229,7 +249,7 @@ func benchRuntime(ctx context.Context, o options, rt string) (_ *report, err err
 	}
 
 	serveDir := filepath.Join(stateDir, "serve")
-	s, err := startServe(ctx, o, rt, serveDir)
+	s, err := startServe(ctx, o, rt, serveDir, "--pool-size", "0")
 	if err != nil {
 		return nil, err
 	}
@@ -251,8 +271,71 @@ func benchRuntime(ctx context.Context, o options, rt string) (_ *report, err err
 	if err := benchThroughput(s, o.cpsCalls, o.cpsWorker, r); err != nil {
 		return nil, err
 	}
+	if o.pooled > 0 {
+		if err := benchPooled(ctx, o, rt, filepath.Join(stateDir, "pooled"), o.pooled, r); err != nil {
+			return nil, err
+		}
+	}
 	r.loadEnd = loadavg()
 	return r, nil
+}
+
+// benchPooled times create_context against a vial serve with a warm pool.
+// Before each call it waits until the pool holds a warm private sandbox
+// again (the vial://metrics resource counts them), so that every figure is
+// a take from the pool, not a cold start behind an empty one.
+func benchPooled(ctx context.Context, o options, rt, stateDir string, n int, r *report) (err error) {
+	s, err := startServe(ctx, o, rt, stateDir, "--pool-size", strconv.Itoa(o.poolSize))
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := s.close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}()
+	// Full: Size private members and the one a new session adopts.
+	full := o.poolSize + 1
+	for i := 0; i <= n; i++ {
+		if err := s.waitPooled(full, time.Minute); err != nil {
+			return err
+		}
+		var times *[]time.Duration
+		if i > 0 { // the first, unmeasured, warms the page cache
+			times = &r.pooled
+		}
+		if err := createAndStop(s, times); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitPooled waits until the server's pool holds at least n warm
+// sandboxes.
+func (s *serve) waitPooled(n int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for {
+		res, err := s.cs.ReadResource(s.ctx, &sdk.ReadResourceParams{URI: "vial://metrics"})
+		if err != nil {
+			return fmt.Errorf("reading vial://metrics: %w", err)
+		}
+		var snap struct {
+			Sandboxes struct {
+				Pooled int `json:"pooled"`
+			} `json:"sandboxes"`
+		}
+		if len(res.Contents) == 0 || json.Unmarshal([]byte(res.Contents[0].Text), &snap) != nil {
+			return fmt.Errorf("vial://metrics: unexpected contents")
+		}
+		if snap.Sandboxes.Pooled >= n {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the pool held %d warm sandboxes after %v, want %d", snap.Sandboxes.Pooled, limit, n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func rawImage(stateDir, name string) (*rootfs.Image, error) {
@@ -275,9 +358,10 @@ type serve struct {
 	stderr   *tail
 }
 
-func startServe(ctx context.Context, o options, rt, stateDir string) (*serve, error) {
+func startServe(ctx context.Context, o options, rt, stateDir string, extra ...string) (*serve, error) {
 	args := []string{"--state-dir", stateDir, "--log-level", "warn", "serve", "--runtime", rt, "--image", o.image,
 		"--max-contexts", strconv.Itoa(max(o.idle, 4) + 4)}
+	args = append(args, extra...)
 	cmd := exec.Command(o.vial, args...)
 	st := &tail{}
 	cmd.Stderr = st
@@ -429,20 +513,98 @@ func benchWarm(s *serve, n int, r *report) error {
 		}
 	}
 	r.calls = n
+	sb, err := onlySandbox(s.stateDir)
+	if err != nil {
+		return err
+	}
+	var serveCPU, driverCPU time.Duration
+	var switches int64
 	for i := 0; i < n; i++ {
+		c0 := threadsSwitches(s.cmd.Process.Pid)
+		s0, d0 := threadsCPU(s.cmd.Process.Pid), groupCPU(sb)
 		start := time.Now()
 		if err := s.onePlusOne(id); err != nil {
 			return err
 		}
 		r.warm = append(r.warm, time.Since(start))
+		serveCPU += threadsCPU(s.cmd.Process.Pid) - s0
+		driverCPU += groupCPU(sb) - d0
+		switches += threadsSwitches(s.cmd.Process.Pid) - c0
 		d, err := repl.roundTrip()
 		if err != nil {
 			return err
 		}
 		r.repl = append(r.repl, d)
 	}
+	r.serveCPU, r.driverCPU = serveCPU/time.Duration(n), driverCPU/time.Duration(n)
+	r.serveSwitches = float64(switches) / float64(n)
 	_, err = s.call("stop_context", map[string]any{"context_id": id})
 	return err
+}
+
+// onlySandbox returns the id of the one sandbox under stateDir.
+func onlySandbox(stateDir string) (string, error) {
+	ents, err := os.ReadDir(filepath.Join(stateDir, "sandboxes"))
+	if err != nil {
+		return "", err
+	}
+	if len(ents) != 1 {
+		return "", fmt.Errorf("expected one sandbox, found %d", len(ents))
+	}
+	return ents[0].Name(), nil
+}
+
+// threadsCPU is the CPU time of every thread of process pid so far, from
+// schedstat (nanoseconds; /proc/PID/stat counts in clock ticks).
+func threadsCPU(pid int) time.Duration {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var total time.Duration
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		if f := strings.Fields(string(b)); len(f) > 0 {
+			ns, _ := strconv.ParseInt(f[0], 10, 64)
+			total += time.Duration(ns)
+		}
+	}
+	return total
+}
+
+// threadsSwitches counts the context switches of every thread of process
+// pid so far (voluntary and not): each goroutine hand-off that wakes a
+// parked thread costs at least one.
+func threadsSwitches(pid int) int64 {
+	tasks, _ := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	var total int64
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/status", pid, t.Name()))
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.HasSuffix(k, "ctxt_switches") {
+				n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+				total += n
+			}
+		}
+	}
+	return total
+}
+
+// groupCPU is the CPU time of sandbox id's cgroup so far: every process in
+// the sandbox (the driver, its init; under runsc the sentry).
+func groupCPU(id string) time.Duration {
+	g, err := cgroups.Load(id)
+	if err != nil {
+		return 0
+	}
+	u, err := g.Usage()
+	if err != nil {
+		return 0
+	}
+	return u.CPU
 }
 
 // replLoop is the physical floor: a host Python that reads one line of
