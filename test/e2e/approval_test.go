@@ -188,8 +188,10 @@ func TestSeedResearchAssistant(t *testing.T) {
 	res := runTS(t, newStateDir(t), []string{"--config-dir", dir, "--agent", "research-assistant", "--image", "host"}, "decline", []tsStep{
 		{Tool: "write_file", Args: map[string]any{"path": "report.md", "content": "# findings"}},
 		{Tool: "create_context", Args: map[string]any{"language": "python"}},
+		{Tool: "http_request", Args: map[string]any{"method": "POST", "url": "https://api.search.com/v1/search", "body": "{}"}},
+		{Tool: "http_request", Args: map[string]any{"method": "GET", "url": "https://api.search.com/v1/status"}},
 	})
-	for _, want := range []string{"create_context", "list_contexts", "stop_context", "run_code", "write_file"} {
+	for _, want := range []string{"create_context", "list_contexts", "stop_context", "run_code", "write_file", "http_request", "fetch_url"} {
 		if !contains(res.Tools, want) {
 			t.Errorf("tools %v lack %s", res.Tools, want)
 		}
@@ -199,6 +201,15 @@ func TestSeedResearchAssistant(t *testing.T) {
 	}
 	if s := res.Steps[1]; s.IsError {
 		t.Errorf("create_context: %q", s.Text)
+	}
+	// An http_request write asks first ([hitl] require_confirmation); a
+	// GET is one of auto_approve_methods and goes out without asking
+	// (this machine reaches no such host: it fails after the decision).
+	if s := res.Steps[2]; len(s.Asked) != 1 || !s.IsError || !strings.Contains(s.Text, "declined") {
+		t.Errorf("http_request POST: asked %d: %q", len(s.Asked), s.Text)
+	}
+	if s := res.Steps[3]; len(s.Asked) != 0 || strings.Contains(s.Text, "declined") {
+		t.Errorf("http_request GET: asked %d: %q", len(s.Asked), s.Text)
 	}
 	_ = time.Second
 }
