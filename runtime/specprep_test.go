@@ -82,7 +82,7 @@ func TestWriteSpecKeepsTheProfile(t *testing.T) {
 
 func BenchmarkWriteSpec(b *testing.B) {
 	dir := b.TempDir()
-	s := &sandbox{id: "vbench-1", backend: &Backend{Name: "runc"}, limits: DefaultLimits.WithDefaults(), workspace: "/ws", bundle: dir}
+	s := &sandbox{id: "vbench-1", backend: &Backend{Name: "runc"}, limits: DefaultLimits.WithDefaults(), workspace: "/ws", bundle: dir, uid: oci.UID, gid: oci.GID}
 	req := &Request{Image: &rootfs.Image{Root: "/images/x", Binds: []rootfs.Bind{{Source: "/usr", Target: "/usr"}}}, Args: []string{"/bin/true"}}
 	for b.Loop() {
 		spec, err := (&Engine{}).spec(s, req)

@@ -17,6 +17,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/vial-run/vial/cgroups"
+	"github.com/vial-run/vial/internal/mountinfo"
 )
 
 // agentsConfig is a configuration directory with two agents that differ in
@@ -123,11 +124,27 @@ func writeTree(t *testing.T, files map[string]string) string {
 }
 
 // newStateDir returns a fresh state directory, removed after the test.
+//
+// Its cleanup runs after every vial process of the test has ended (the
+// sessions' cleanups, registered later, run first), so anything still
+// mounted under it was left behind by vial: the test fails, naming the
+// mounts. vial gc then collects them, so a failing run does not leave
+// loop mounts and namespace pins on the host.
 func newStateDir(t *testing.T) string {
 	var rnd [6]byte
 	_, _ = rand.Read(rnd[:])
 	stateDir := "/var/lib/vial-e2e-" + hex.EncodeToString(rnd[:])
-	t.Cleanup(func() { os.RemoveAll(stateDir) })
+	t.Cleanup(func() {
+		if left := mountinfo.PointsUnder(stateDir); len(left) > 0 {
+			t.Errorf("vial left %d mount(s) under its state directory after it exited: %s", len(left), strings.Join(left, ", "))
+		}
+		if out, err := exec.Command(vialBin, "--state-dir", stateDir, "gc").CombinedOutput(); err != nil {
+			t.Errorf("vial gc of %s: %v\n%s", stateDir, err, out)
+		}
+		if err := os.RemoveAll(stateDir); err != nil {
+			t.Errorf("removing the state directory: %v", err)
+		}
+	})
 	return stateDir
 }
 
@@ -161,6 +178,7 @@ func startAgent(t *testing.T, stateDir, configDir, agent, runtimeName string, ex
 	}
 	s := &session{t: t, cs: cs, stateDir: stateDir, cmd: cmd, stderr: stderr, ctx: ctx}
 	t.Cleanup(func() {
+		cs.Close() // ends vial serve (stdin EOF) and waits, if the test did not
 		if t.Failed() {
 			t.Logf("vial serve --agent %s stderr:\n%s", agent, stderr)
 		}

@@ -12,8 +12,6 @@ package e2e
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -107,10 +105,7 @@ func startServe(t *testing.T, runtimeName string, extra ...string) *session {
 	_, err := exec.LookPath(runtimeName)
 	require(t, err == nil, runtimeName+" is not on PATH")
 
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	stateDir := "/var/lib/vial-e2e-" + hex.EncodeToString(rnd[:])
-	t.Cleanup(func() { os.RemoveAll(stateDir) })
+	stateDir := newStateDir(t)
 
 	args := append([]string{"--state-dir", stateDir, "--log-level", "info", "serve", "--runtime", runtimeName,
 		"--memory", "256m", "--max-contexts", "12"}, extra...)
@@ -131,6 +126,7 @@ func startServe(t *testing.T, runtimeName string, extra ...string) *session {
 	}
 	s := &session{t: t, cs: cs, stateDir: stateDir, cmd: cmd, stderr: stderr, ctx: ctx}
 	t.Cleanup(func() {
+		cs.Close() // ends vial serve (stdin EOF) and waits, if the test did not
 		if t.Failed() {
 			t.Logf("vial serve stderr:\n%s", stderr)
 		}
