@@ -282,7 +282,7 @@ __vial_finish() {
 	# its capturer alive, and then the output is complete once the end mark
 	# is in the slot. At most 250 ms (50 rounds where bash has no
 	# EPOCHREALTIME), in case neither ever happens.
-	local i id s more now end=
+	local i id s more now end= line part= rc
 	__vial_got_out= __vial_got_err= __vial_cat_out= __vial_cat_err= __vial_len_out= __vial_len_err=
 	now=${EPOCHREALTIME/[.,]/}
 	[[ -n $now ]] && end=$((10#$now + 250000))
@@ -293,7 +293,21 @@ __vial_finish() {
 		else
 			((i < 50)) || break
 		fi
-		while IFS=' ' builtin read -r -t 0.001 id s more <&6; do
+		# A read that times out in the middle of a line (each byte is a
+		# system call, and under gVisor or on a loaded host 1 ms is not
+		# always enough for a whole line) keeps what it read: the rest
+		# comes in the next read, so the part is kept until the newline.
+		while :; do
+			IFS= builtin read -r -t 0.001 line <&6
+			rc=$?
+			if ((rc > 128)); then
+				part+=$line
+				break
+			fi
+			((rc == 0)) || break
+			line=$part$line part=
+			id=${line%% *} line=${line#* }
+			s=${line%% *} more=${line#* }
 			[[ $id == "$__vial_id" && ($s == out || $s == err) ]] || continue
 			if [[ $more == pid\ * ]]; then
 				builtin printf -v "__vial_cat_$s" %s "${more#pid }"

@@ -328,7 +328,7 @@ func testFlood(t *testing.T, s *session) {
 	}
 	r = s.mustOK("run_shell", map[string]any{"command": "yes | head -c 50000000"})
 	if r.sc["stdout_truncated"] != true {
-		t.Errorf("shell flood not truncated")
+		t.Errorf("shell flood not truncated: %v, stdout %d bytes\n%.2000s", r.sc["stdout_truncated"], len(fmt.Sprint(r.sc["stdout"])), r.text)
 	}
 }
 
