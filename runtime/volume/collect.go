@@ -44,7 +44,7 @@ func Collect(dir string) (int, error) {
 	var errs []error
 	n := 0
 	for _, mp := range mps {
-		if err := discard(mp, mp+ImageSuffix); err != nil {
+		if err := discard(mp, mp+ImageSuffix, nil); err != nil {
 			errs = append(errs, err)
 			continue
 		}

@@ -1,6 +1,7 @@
 package volume
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"path/filepath"
@@ -234,6 +235,57 @@ func TestCloseDiscardsDirtyData(t *testing.T) {
 	checkGone(t, dir)
 }
 
+// TestWritten: a new volume (from a template or mkfs) is empty, without
+// lost+found, and counts as unwritten, so Close skips the shutdown ioctl;
+// dirty data still in memory (delayed allocation) or many new inodes count
+// as written.
+func TestWritten(t *testing.T) {
+	requireVolumes(t)
+	for _, tc := range []struct {
+		name string
+		fill func(dir string) error
+		want bool
+	}{
+		{"new", func(string) error { return nil }, false},
+		{"a small file", func(dir string) error { return os.WriteFile(filepath.Join(dir, "f"), []byte("hello"), 0o600) }, false},
+		{"8 MiB not synced", func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, "f"), bytes.Repeat([]byte{1}, 8<<20), 0o600)
+		}, true},
+		{"1000 empty files", func(dir string) error {
+			for i := range 1000 {
+				if err := os.WriteFile(filepath.Join(dir, strconv.Itoa(i)), nil, 0o600); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for round := range 2 { // the first may format with mkfs; the second uses the template
+				dir := filepath.Join(t.TempDir(), "ws")
+				v, err := Create(dir, 64<<20, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+					t.Errorf("round %d: a new volume holds %d entries (%s)", round, len(ents), ents[0].Name())
+				}
+				if err := tc.fill(dir); err != nil {
+					v.Close()
+					t.Fatal(err)
+				}
+				if got := v.written(); got != tc.want {
+					t.Errorf("round %d: written() = %v, want %v", round, got, tc.want)
+				}
+				if err := v.Close(); err != nil {
+					t.Fatal(err)
+				}
+				checkGone(t, dir)
+			}
+		})
+	}
+}
+
 // TestCollect: the volumes of an owner that died (never closed) are
 // found and discarded; nothing else is touched.
 func TestCollect(t *testing.T) {
@@ -362,7 +414,7 @@ func BenchmarkSteps(b *testing.B) {
 		}
 		mountT += time.Since(s)
 		s = time.Now()
-		if err := discard(dir, dir+ImageSuffix); err != nil {
+		if err := discard(dir, dir+ImageSuffix, nil); err != nil {
 			b.Fatal(err)
 		}
 		umountT += time.Since(s)
