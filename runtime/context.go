@@ -271,11 +271,42 @@ func (c *Context) Info() ContextInfo {
 	}
 }
 
-// Dead reports whether the context can no longer run code, and why.
+// Dead reports whether the context can no longer run code, and why. A
+// sandbox that ended while the context was idle (killed from outside, an
+// OOM kill, a crash) is noticed here, not only at the next call: the pool
+// asks before it hands a warm sandbox out. While a call runs, the call
+// notices its end and says why.
 func (c *Context) Dead() (bool, string) {
+	c.mu.Lock()
+	dead := c.dead
+	c.mu.Unlock()
+	if dead != "" {
+		return true, dead
+	}
+	select {
+	case c.turn <- struct{}{}:
+	default:
+		return false, "" // a call is running
+	}
+	defer func() { <-c.turn }()
+	select {
+	case <-c.t.Done():
+		c.markDead(c.endedWhy())
+	default:
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.dead != "", c.dead
+}
+
+// endedWhy says why a sandbox that ended between calls did, for a
+// context's dead reason. It reads the sandbox's usage, so it must run
+// before markDead tears the sandbox down.
+func (c *Context) endedWhy() string {
+	if u, err := c.t.Usage(); err == nil && u.OOMKills > 0 {
+		return "it was killed for running out of memory"
+	}
+	return "its process exited"
 }
 
 // Close kills the driver and releases the sandbox. Calls in progress end
@@ -469,10 +500,7 @@ func (c *Context) Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
 		case <-c.t.Done():
 			// It died between calls (an OOM kill of a background process
 			// takes the sandbox with it, a crash, a kill from outside).
-			dead = "its process exited"
-			if u, err := c.t.Usage(); err == nil && u.OOMKills > 0 {
-				dead = "it was killed for running out of memory"
-			}
+			dead = c.endedWhy()
 			c.markDead(dead)
 		default:
 		}

@@ -33,7 +33,7 @@ func (c *Context) Ping(ctx context.Context) error {
 	if dead == "" {
 		select {
 		case <-c.t.Done():
-			dead = "its process exited"
+			dead = c.endedWhy()
 			c.markDead(dead)
 		default:
 		}

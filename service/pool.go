@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -273,7 +274,33 @@ func (p *pool) refill(k poolKey) {
 		close(p.ready)
 		p.ready = make(chan struct{})
 		p.mu.Unlock()
+		go p.watch(k, m)
 	}
+}
+
+// watch discards m as soon as its sandbox ends while it is warm (killed
+// from outside, an OOM kill, a crash), so that the pool's count stays true
+// and a replacement starts at once rather than at the next health check.
+// A member handed out is its context's to notice.
+func (p *pool) watch(k poolKey, m *member) {
+	select {
+	case <-m.sb.Done():
+	case <-p.stop:
+		return
+	}
+	p.mu.Lock()
+	i := slices.Index(p.warm[k], m)
+	if i >= 0 {
+		p.warm[k] = slices.Delete(p.warm[k], i, i+1)
+	}
+	p.mu.Unlock()
+	if i < 0 {
+		return
+	}
+	_, why := m.c.Dead()
+	p.svc.log.Warn("a warm sandbox ended", "pool", k.String(), "context", m.c.ID(), "why", why)
+	p.discard(m, "it died while warm")
+	p.goRefill(k)
 }
 
 var errNoSlot = errors.New("no free sandbox slot")

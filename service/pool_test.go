@@ -84,6 +84,19 @@ func TestPoolReplacesDeadMembers(t *testing.T) {
 	waitFor(t, "the dead to be replaced", func() bool { return p.Started.Load() >= first+2 && p.Live() == 2 })
 }
 
+// A warm sandbox that ends is replaced at once, not at the next health
+// check.
+func TestPoolReplacesDeadMembersAtOnce(t *testing.T) {
+	t.Parallel()
+	_, p := newService(t, service.Options{Pool: service.PoolOptions{Size: 1, HealthInterval: time.Hour}})
+	waitFor(t, "the pool to fill", func() bool { return p.Live() == 2 })
+	first := p.Started.Load()
+	for _, sb := range p.Sandboxes() {
+		sb.Kill()
+	}
+	waitFor(t, "the dead to be replaced", func() bool { return p.Started.Load() >= first+2 && p.Live() == 2 })
+}
+
 // Warm sandboxes never make a request fail for want of a slot: a cold
 // start takes the slot of a warm spare.
 func TestPoolGivesWayToRequests(t *testing.T) {
