@@ -277,11 +277,8 @@ func (c *Context) Info() ContextInfo {
 // asks before it hands a warm sandbox out. While a call runs, the call
 // notices its end and says why.
 func (c *Context) Dead() (bool, string) {
-	c.mu.Lock()
-	dead := c.dead
-	c.mu.Unlock()
-	if dead != "" {
-		return true, dead
+	if dead, why := c.deadReason(); dead {
+		return true, why
 	}
 	select {
 	case c.turn <- struct{}{}:
@@ -289,24 +286,57 @@ func (c *Context) Dead() (bool, string) {
 		return false, "" // a call is running
 	}
 	defer func() { <-c.turn }()
+	c.noticeEnd()
+	return c.deadReason()
+}
+
+// noticeEnd, called with the turn held, marks the context dead if its
+// sandbox ended between calls (an OOM kill of a background process takes
+// the sandbox with it, a crash, a kill from outside), saying why. It
+// reads the sandbox's usage before markDead tears the sandbox down.
+func (c *Context) noticeEnd() {
 	select {
 	case <-c.t.Done():
-		c.markDead(c.endedWhy())
 	default:
+		return
 	}
+	why := "its process exited"
+	if u, err := c.t.Usage(); err == nil && u.OOMKills > 0 {
+		why = "it was killed for running out of memory"
+	}
+	c.markDead(why)
+}
+
+// begin starts a request, called with the turn held: it numbers it and,
+// unless the context is dead, marks its answer as awaited (before the
+// request is written: the answer cannot come first). use records the
+// context as used (a call does; a health check does not).
+func (c *Context) begin(use bool) (uint64, error) {
+	c.mu.Lock()
+	alive := c.dead == ""
+	c.nextID++
+	id := c.nextID
+	if use {
+		c.lastUsed = time.Now()
+	}
+	if alive {
+		c.awaiting = true
+	}
+	c.mu.Unlock()
+	if alive {
+		c.noticeEnd()
+	}
+	if dead, why := c.deadReason(); dead {
+		return 0, fmt.Errorf("context %s is dead: %s: %w", c.opts.ID, why, ErrNotFound)
+	}
+	return id, nil
+}
+
+// deadReason is Dead without looking at the sandbox.
+func (c *Context) deadReason() (bool, string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.dead != "", c.dead
-}
-
-// endedWhy says why a sandbox that ended between calls did, for a
-// context's dead reason. It reads the sandbox's usage, so it must run
-// before markDead tears the sandbox down.
-func (c *Context) endedWhy() string {
-	if u, err := c.t.Usage(); err == nil && u.OOMKills > 0 {
-		return "it was killed for running out of memory"
-	}
-	return "its process exited"
 }
 
 // Close kills the driver and releases the sandbox. Calls in progress end
@@ -485,28 +515,9 @@ func (c *Context) Exec(ctx context.Context, req ExecRequest) (ExecResult, error)
 			<-c.turn
 		}
 	}()
-	c.mu.Lock()
-	dead := c.dead
-	c.nextID++
-	id := c.nextID
-	c.lastUsed = time.Now()
-	if dead == "" {
-		// Before the request is written: the answer cannot come first.
-		c.awaiting = true
-	}
-	c.mu.Unlock()
-	if dead == "" {
-		select {
-		case <-c.t.Done():
-			// It died between calls (an OOM kill of a background process
-			// takes the sandbox with it, a crash, a kill from outside).
-			dead = c.endedWhy()
-			c.markDead(dead)
-		default:
-		}
-	}
-	if dead != "" {
-		return ExecResult{}, fmt.Errorf("context %s is dead: %s: %w", c.opts.ID, dead, ErrNotFound)
+	id, err := c.begin(true)
+	if err != nil {
+		return ExecResult{}, err
 	}
 
 	timeout := req.Timeout

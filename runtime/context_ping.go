@@ -22,25 +22,10 @@ func (c *Context) Ping(ctx context.Context) error {
 	if err := c.takeTurn(ctx); err != nil {
 		return err
 	}
-	c.mu.Lock()
-	dead := c.dead
-	c.nextID++
-	id := c.nextID
-	if dead == "" {
-		c.awaiting = true
-	}
-	c.mu.Unlock()
-	if dead == "" {
-		select {
-		case <-c.t.Done():
-			dead = c.endedWhy()
-			c.markDead(dead)
-		default:
-		}
-	}
-	if dead != "" {
+	id, err := c.begin(false)
+	if err != nil {
 		<-c.turn
-		return fmt.Errorf("context %s is dead: %s: %w", c.opts.ID, dead, ErrNotFound)
+		return err
 	}
 	written := c.send((&wireMsg{Kind: kindPing, ID: id}).encode())
 	err, done := c.awaitPong(id, ctx.Done(), written)
