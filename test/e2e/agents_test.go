@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
@@ -167,23 +165,7 @@ func startAgent(t *testing.T, stateDir, configDir, agent, runtimeName string, ex
 	cmd := exec.Command(vialBin, append(append(args, "serve", "--config-dir", configDir, "--agent", agent), extra...)...)
 	cmd.Env = append(os.Environ(), "VIAL_E2E_ALPHA_TOKEN="+alphaToken)
 	cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, "VIAL_LOG_LEVEL=") })
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
-	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
-	t.Cleanup(cancel)
-	client := sdk.NewClient(&sdk.Implementation{Name: "vial-e2e", Version: "1"}, nil)
-	cs, err := client.Connect(ctx, &sdk.CommandTransport{Command: cmd, TerminateDuration: 30 * time.Second}, nil)
-	if err != nil {
-		t.Fatalf("connecting to vial serve --agent %s: %v\nstderr:\n%s", agent, err, stderr)
-	}
-	s := &session{t: t, cs: cs, stateDir: stateDir, cmd: cmd, stderr: stderr, ctx: ctx}
-	t.Cleanup(func() {
-		cs.Close() // ends vial serve (stdin EOF) and waits, if the test did not
-		if t.Failed() {
-			t.Logf("vial serve --agent %s stderr:\n%s", agent, stderr)
-		}
-	})
-	return s
+	return connect(t, cmd, stateDir, "vial serve --agent "+agent)
 }
 
 func (s *session) toolNames() []string {

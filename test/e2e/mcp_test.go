@@ -112,7 +112,16 @@ func startServe(t *testing.T, runtimeName string, extra ...string) *session {
 	// VIAL_E2E_SERVE_ARGS adds flags to every vial serve, e.g. to try a
 	// limit by hand.
 	args = append(args, strings.Fields(os.Getenv("VIAL_E2E_SERVE_ARGS"))...)
-	cmd := exec.Command(vialBin, args...)
+	return connect(t, exec.Command(vialBin, args...), stateDir, "vial serve")
+}
+
+// connect starts cmd, a `vial serve` on stdio with state directory
+// stateDir, and connects the official SDK client to it. The session is
+// closed (vial serve sees end of input, and the client waits for it to
+// exit) when the test ends, before the state directory is checked; what
+// names it in failures.
+func connect(t *testing.T, cmd *exec.Cmd, stateDir, what string) *session {
+	t.Helper()
 	stderr := &lockedBuffer{}
 	cmd.Stderr = stderr
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
@@ -122,16 +131,15 @@ func startServe(t *testing.T, runtimeName string, extra ...string) *session {
 	// SIGTERM, must be what ends it after stdin closes.
 	cs, err := client.Connect(ctx, &sdk.CommandTransport{Command: cmd, TerminateDuration: 30 * time.Second}, nil)
 	if err != nil {
-		t.Fatalf("connecting to vial serve: %v\nstderr:\n%s", err, stderr)
+		t.Fatalf("connecting to %s: %v\nstderr:\n%s", what, err, stderr)
 	}
-	s := &session{t: t, cs: cs, stateDir: stateDir, cmd: cmd, stderr: stderr, ctx: ctx}
 	t.Cleanup(func() {
-		cs.Close() // ends vial serve (stdin EOF) and waits, if the test did not
+		cs.Close()
 		if t.Failed() {
-			t.Logf("vial serve stderr:\n%s", stderr)
+			t.Logf("%s stderr:\n%s", what, stderr)
 		}
 	})
-	return s
+	return &session{t: t, cs: cs, stateDir: stateDir, cmd: cmd, stderr: stderr, ctx: ctx}
 }
 
 // on returns the session bound to t, so failures in a subtest fail that

@@ -1,14 +1,11 @@
 package e2e
 
 import (
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/vial-run/vial/cgroups"
 )
 
 // TestWarmPoolRealSandboxes: on runc, the warm pool fills with real
@@ -78,46 +75,15 @@ func TestWarmPoolRealSandboxes(t *testing.T) {
 	})
 }
 
-// killSandbox sends SIGKILL to every process in sandbox id's cgroup (v1:
-// the pids hierarchy; v2: the unified one), and waits until none is left.
+// killSandbox kills every process of sandbox id through its cgroup, as
+// vial's own teardown does, and waits until none is left.
 func killSandbox(t *testing.T, id string) {
 	t.Helper()
-	var root string
-	for _, dir := range []string{"/sys/fs/cgroup/pids/vial/" + id, "/sys/fs/cgroup/vial/" + id} {
-		if _, err := os.Stat(dir); err == nil {
-			root = dir
-			break
-		}
+	g, err := cgroups.Load(id)
+	if err != nil {
+		t.Fatalf("the cgroup of sandbox %s: %v", id, err)
 	}
-	if root == "" {
-		t.Fatalf("no cgroup for sandbox %s", id)
-	}
-	procs := func() []int {
-		var pids []int
-		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
-			if err != nil || d.IsDir() || d.Name() != "cgroup.procs" {
-				return nil
-			}
-			b, _ := os.ReadFile(p)
-			for _, f := range strings.Fields(string(b)) {
-				if pid, err := strconv.Atoi(f); err == nil {
-					pids = append(pids, pid)
-				}
-			}
-			return nil
-		})
-		return pids
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		pids := procs()
-		if len(pids) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sandbox %s: processes %v outlived SIGKILL", id, pids)
-		}
-		for _, pid := range pids {
-			syscall.Kill(pid, syscall.SIGKILL)
-		}
+	if err := g.Kill(10 * time.Second); err != nil {
+		t.Fatalf("killing sandbox %s: %v", id, err)
 	}
 }
