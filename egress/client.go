@@ -21,6 +21,8 @@ import (
 
 	"github.com/containerd/errdefs"
 	"golang.org/x/net/html"
+
+	"github.com/vial-run/vial/internal/human"
 )
 
 // ClientOptions configure vial's own HTTP requests: the http_request and
@@ -376,11 +378,7 @@ func (c *Client) Fetch(ctx context.Context, rawURL string) (*Page, error) {
 	}
 	p.Text = strings.ToValidUTF8(p.Text, "\uFFFD")
 	if len(p.Text) > c.o.MaxTextBytes {
-		cut := c.o.MaxTextBytes
-		for cut > 0 && !utf8.RuneStart(p.Text[cut]) {
-			cut--
-		}
-		p.Text, p.Truncated = p.Text[:cut], true
+		p.Text, p.Truncated = human.Prefix(p.Text, c.o.MaxTextBytes), true
 	}
 	return p, nil
 }

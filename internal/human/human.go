@@ -43,6 +43,28 @@ func Valid(s string) string {
 	return strings.ToValidUTF8(s, "\uFFFD")
 }
 
+// Prefix is the longest prefix of s of at most n bytes that does not
+// split a UTF-8 sequence.
+func Prefix(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	n = max(n, 0)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+// TruncBytes cuts s to at most n bytes without splitting a character,
+// marking a cut with "…" (three bytes more).
+func TruncBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return Prefix(s, n) + "…"
+}
+
 // Trunc makes s valid UTF-8 and cuts it to at most n runes, marking a cut
 // with "…".
 func Trunc(s string, n int) string {

@@ -6,7 +6,8 @@ import (
 	"cmp"
 	"slices"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/vial-run/vial/internal/human"
 )
 
 // Placeholder replaces each secret.
@@ -67,9 +68,9 @@ func (m *Masker) Cut(s string, n int) (string, bool) {
 		if len(s) <= n {
 			return s, false
 		}
-		return s[:runeStart(s, n)], true
+		return human.Prefix(s, n), true
 	}
-	n = runeStart(s, n)
+	n = len(human.Prefix(s, n))
 	var b strings.Builder
 	i := 0
 	for i < len(s) && i < n {
@@ -88,15 +89,4 @@ func (m *Masker) Cut(s string, n int) (string, bool) {
 		}
 	}
 	return b.String(), i < len(s)
-}
-
-// runeStart backs n off to the start of the character it falls in.
-func runeStart(s string, n int) int {
-	if n >= len(s) {
-		return len(s)
-	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return n
 }

@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
+
+	"github.com/vial-run/vial/internal/human"
 )
 
 // Error is a failure of one downstream server: it could not be started or
@@ -76,14 +77,7 @@ func bound(s string, n int) string {
 		}
 		return r
 	}, s)
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
+	return human.TruncBytes(s, n)
 }
 
 // classErr is an error whose message does not repeat its class ("...:

@@ -11,11 +11,11 @@ import (
 	"strings"
 	"sync"
 	"time"
-	"unicode/utf8"
 
 	"github.com/containerd/errdefs"
 	mcptransport "github.com/mark3labs/mcp-go/client/transport"
 	mcpgo "github.com/mark3labs/mcp-go/mcp"
+
 	"github.com/vial-run/vial/internal/human"
 )
 
@@ -585,7 +585,7 @@ func (s *server) offer(name string, w wireTool) (remoteTool, string) {
 	}
 	desc := prefix + "."
 	if d := strings.TrimSpace(w.Description); d != "" {
-		desc = prefix + ": " + truncate(d, maxDescriptionLen)
+		desc = prefix + ": " + human.TruncBytes(d, maxDescriptionLen)
 	}
 	def := mcpgo.Tool{
 		Name:           name,
@@ -614,18 +614,6 @@ func isObject(b json.RawMessage) bool {
 
 // quoteName renders a server's tool name for a note, bounded.
 func quoteName(n string) string { return fmt.Sprintf("%q", bound(n, 80)) }
-
-// truncate cuts s to at most n bytes on a rune boundary, marking the cut.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	cut := n
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
-	}
-	return s[:cut] + "…"
-}
 
 // call sends one tools/call and returns the finished result. The call is
 // sent once: if it may have reached the server, a failure is returned, not
