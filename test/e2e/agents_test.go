@@ -16,6 +16,7 @@ import (
 
 	"github.com/vial-run/vial/cgroups"
 	"github.com/vial-run/vial/internal/mountinfo"
+	"github.com/vial-run/vial/internal/testutil"
 )
 
 // agentsConfig is a configuration directory with two agents that differ in
@@ -157,10 +158,7 @@ func newStateDir(t *testing.T) string {
 // sandbox of its own state directory owns.
 func startAgent(t *testing.T, stateDir, configDir, agent, runtimeName string, extra ...string) *session {
 	t.Helper()
-	require(t, enabled(), "set VIAL_E2E=1 (as root, with runc/runsc installed) to run the end-to-end tests")
-	require(t, os.Geteuid() == 0, "the end-to-end tests need root")
-	_, err := exec.LookPath(runtimeName)
-	require(t, err == nil, runtimeName+" is not on PATH")
+	requireE2E(t, runtimeName)
 	args := []string{"--state-dir", stateDir}
 	if lvl := os.Getenv("VIAL_E2E_AGENT_LOG_LEVEL"); lvl != "" {
 		args = append(args, "--log-level", lvl) // to debug by hand; the test checks the configured logging
@@ -405,7 +403,7 @@ func TestLocalMode(t *testing.T) {
 	cfg := writeTree(t, map[string]string{
 		"agents/dev/agent.toml": "extends = \"local-dev\"\n[sandbox]\ntimeout_seconds = 5\n[tools]\nenabled = [\"run_code\", \"write_file\", \"run_shell\"]\nrequire_confirmation = []\nauto_approve_patterns = [\"*\"]\n",
 	})
-	require(t, enabled(), "set VIAL_E2E=1 to run the end-to-end tests")
+	testutil.Require(t, enabled(), "set VIAL_E2E=1 to run the end-to-end tests")
 	stateDir := newStateDir(t)
 	out, err := exec.Command(vialBin, "--state-dir", stateDir, "serve", "--config-dir", cfg, "--agent", "dev").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), "--allow-unsandboxed") || !strings.Contains(string(out), "NO ISOLATION") {

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vial-run/vial/internal/testutil"
 )
 
 // The human-approval tests drive `vial serve` with the official TypeScript
@@ -43,17 +45,16 @@ func nodeModules(t *testing.T) string {
 		dir = filepath.Join(home, ".cache/vial/test-mcp-servers")
 	}
 	_, err := os.Stat(filepath.Join(dir, "node_modules/@modelcontextprotocol/sdk/package.json"))
-	require(t, err == nil, "the official TypeScript SDK is not installed: run scripts/install-test-mcp-servers.sh (or set VIAL_TEST_MCP_SERVERS)")
+	testutil.Require(t, err == nil, "the official TypeScript SDK is not installed: run scripts/install-test-mcp-servers.sh (or set VIAL_TEST_MCP_SERVERS)")
 	_, err = exec.LookPath("node")
-	require(t, err == nil, "node is not on PATH")
+	testutil.Require(t, err == nil, "node is not on PATH")
 	return dir
 }
 
 // runTS runs one scenario against a fresh `vial serve` with args.
 func runTS(t *testing.T, stateDir string, serveArgs []string, elicit string, steps []tsStep) tsResult {
 	t.Helper()
-	require(t, enabled(), "set VIAL_E2E=1 (as root, with runc installed) to run the end-to-end tests")
-	require(t, os.Geteuid() == 0, "the end-to-end tests need root")
+	requireE2E(t)
 	mods := nodeModules(t)
 	sc := map[string]any{
 		"command": vialBin,

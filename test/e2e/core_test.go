@@ -17,6 +17,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/vial-run/vial/cgroups"
+	"github.com/vial-run/vial/internal/testutil"
 )
 
 // httpServe is a `vial serve --http` on a free loopback port.
@@ -39,10 +40,7 @@ func freePort(t *testing.T) string {
 
 func startHTTPServe(t *testing.T, env []string, extra ...string) *httpServe {
 	t.Helper()
-	require(t, enabled(), "set VIAL_E2E=1 (as root, with runc installed) to run the end-to-end tests")
-	require(t, os.Geteuid() == 0, "the end-to-end tests need root")
-	_, err := exec.LookPath("runc")
-	require(t, err == nil, "runc is not on PATH")
+	requireE2E(t, "runc")
 	stateDir := newStateDir(t)
 	addr := freePort(t)
 	args := append([]string{"serve", "--state-dir", stateDir, "--log-level", "info", "--http", addr, "--runtime", "runc", "--memory", "256m"}, extra...)
@@ -200,7 +198,7 @@ func TestHTTPSessionsAndToken(t *testing.T) {
 // TestHTTPNoAuthOnlyOnLoopback: --http-no-auth is refused on any address a
 // remote host could reach.
 func TestHTTPNoAuthOnlyOnLoopback(t *testing.T) {
-	require(t, enabled(), "set VIAL_E2E=1 to run the end-to-end tests")
+	testutil.Require(t, enabled(), "set VIAL_E2E=1 to run the end-to-end tests")
 	out, err := exec.Command(vialBin, "serve", "--state-dir", newStateDir(t), "--http", "0.0.0.0:0", "--http-no-auth").CombinedOutput()
 	if code := exitCode(err); code != 2 || !strings.Contains(string(out), "only on a loopback address") {
 		t.Errorf("--http-no-auth on 0.0.0.0: exit %d\n%s", code, out)
@@ -383,7 +381,7 @@ func alive(pid int, d time.Duration) bool {
 // sandbox of the agent's environment does not work — a broken image (no
 // interpreter in it) or a broken runtime.
 func TestStartupCheck(t *testing.T) {
-	require(t, enabled() && os.Geteuid() == 0, "the end-to-end tests need VIAL_E2E=1 and root")
+	requireE2E(t)
 	img := t.TempDir()
 	for _, d := range []string{"proc", "sys", "dev", "tmp", "workspace", "etc", "usr/bin"} {
 		os.MkdirAll(filepath.Join(img, d), 0o755)

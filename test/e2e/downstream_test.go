@@ -199,7 +199,7 @@ func TestDownstreamApproval(t *testing.T) {
 		"config/mcp.toml":       fmt.Sprintf("[servers.everything]\nurl = \"stdio://node %s stdio\"\n", entry),
 		"agents/d/agent.toml":   "[metadata]\nagent_id = \"d\"\n[hitl]\nrequire_confirmation = [\"everything__*\"]\n",
 	})
-	require(t, enabled() && os.Geteuid() == 0, "the end-to-end tests need VIAL_E2E=1 and root")
+	requireE2E(t)
 	var asked []string
 	answer := "decline"
 	client := sdk.NewClient(&sdk.Implementation{Name: "approver", Version: "1"}, &sdk.ClientOptions{

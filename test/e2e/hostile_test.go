@@ -17,6 +17,7 @@ import (
 	"time"
 
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
+
 	"github.com/vial-run/vial/internal/testutil"
 )
 
@@ -408,8 +409,7 @@ func TestResponseBudgetTypeScriptClient(t *testing.T) {
 // TestClientStopsReading: a client that stops reading cannot hold the
 // server: when it then closes stdin, everything is torn down within 5 s.
 func TestClientStopsReading(t *testing.T) {
-	require(t, enabled(), "set VIAL_E2E=1 (as root, with runc/runsc installed) to run the end-to-end tests")
-	require(t, os.Geteuid() == 0, "the end-to-end tests need root")
+	requireE2E(t)
 	state := newStateDir(t)
 	cmd := exec.Command(vialBin, "--state-dir", state, "serve", "--runtime", "runc", "--pool-size", "0")
 	stdin, err := cmd.StdinPipe()
@@ -495,8 +495,7 @@ func TestClientStopsReading(t *testing.T) {
 // TestUserWorkspaceSurvives: whatever a sandbox does in a user's own
 // --workspace DIR (vial run), vial leaves the user's files there.
 func TestUserWorkspaceSurvives(t *testing.T) {
-	require(t, enabled(), "set VIAL_E2E=1 (as root, with runc/runsc installed) to run the end-to-end tests")
-	require(t, os.Geteuid() == 0, "the end-to-end tests need root")
+	requireE2E(t)
 	ws := t.TempDir()
 	os.Chmod(ws, 0o777)
 	if err := os.WriteFile(filepath.Join(ws, "keep.txt"), []byte("the user's"), 0o666); err != nil {

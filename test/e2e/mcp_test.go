@@ -25,6 +25,7 @@ import (
 	sdk "github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/vial-run/vial/cgroups"
+	"github.com/vial-run/vial/internal/testutil"
 )
 
 // vialBin is the binary under test, built once by TestMain.
@@ -58,17 +59,15 @@ func TestMain(m *testing.M) {
 
 func enabled() bool { return os.Getenv("VIAL_E2E") == "1" || os.Getenv("CI") == "true" }
 
-// require skips the test, or fails it under CI=true, when a requirement is
-// missing.
-func require(t *testing.T, ok bool, why string) {
+// requireE2E skips the test (fails it under CI=true) unless the end-to-end
+// tests are on, it runs as root, and each of runtimes is installed.
+func requireE2E(t *testing.T, runtimes ...string) {
 	t.Helper()
-	if ok {
-		return
+	testutil.Require(t, enabled(), "set VIAL_E2E=1 (as root, with runc, crun and runsc installed) to run the end-to-end tests")
+	testutil.RequireRoot(t)
+	for _, rt := range runtimes {
+		testutil.RequireBinary(t, rt)
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("requirement missing under CI=true: %s", why)
-	}
-	t.Skip(why)
 }
 
 // session is one running `vial serve` with a connected client.
@@ -100,10 +99,7 @@ func (l *lockedBuffer) String() string {
 
 func startServe(t *testing.T, runtimeName string, extra ...string) *session {
 	t.Helper()
-	require(t, enabled(), "set VIAL_E2E=1 (as root, with runc/runsc installed) to run the end-to-end tests")
-	require(t, os.Geteuid() == 0, "the end-to-end tests need root")
-	_, err := exec.LookPath(runtimeName)
-	require(t, err == nil, runtimeName+" is not on PATH")
+	requireE2E(t, runtimeName)
 
 	stateDir := newStateDir(t)
 

@@ -72,8 +72,7 @@ except OSError:
 `
 
 func TestNetworkThroughServe(t *testing.T) {
-	require(t, enabled(), "set VIAL_E2E=1 (as root, with runc/runsc installed) to run the end-to-end tests")
-	require(t, os.Geteuid() == 0, "the end-to-end tests need root")
+	requireE2E(t)
 	u := testupstream.New(t)
 	for _, rt := range []string{"runc", "crun", "runsc"} {
 		t.Run(rt, func(t *testing.T) {
@@ -143,8 +142,7 @@ func TestNetworkThroughServe(t *testing.T) {
 // allowed.test (the stored python image has pip), http_request and
 // fetch_url under the same allowlist, localhost refused.
 func TestNetworkTools(t *testing.T) {
-	require(t, enabled(), "set VIAL_E2E=1 (as root, with runc/runsc installed) to run the end-to-end tests")
-	require(t, os.Geteuid() == 0, "the end-to-end tests need root")
+	requireE2E(t)
 	img := testutil.StoredImage(t)
 	u := testupstream.New(t)
 	whl, sum := testWheel(t)
